@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <memory>
+#include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 namespace machnet::rcu {
@@ -53,7 +55,14 @@ class rcu_ptr {
   template <typename F>
   void update(F&& fn) {
     const T* cur = read();
-    auto next = cur ? std::make_unique<T>(*cur) : std::make_unique<T>();
+    std::unique_ptr<T> next;
+    if (cur) {
+      next = std::make_unique<T>(*cur);
+    } else if constexpr (std::is_default_constructible_v<T>) {
+      next = std::make_unique<T>();
+    } else {
+      throw std::logic_error("rcu_ptr::update on an empty pointer of a type without a default");
+    }
     fn(*next);
     publish(std::move(next));
   }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "machnet/runtime/poller.hh"
@@ -76,6 +77,13 @@ class reactor {
   /// Starts a detached task. If it is still suspended when the reactor is
   /// destroyed it is abandoned cleanly (its frame is destroyed).
   void spawn(task<void> t);
+  /// Starts fn() as a detached task, keeping the callable (and so a lambda's
+  /// captures) alive until the task ends: spawn([&]() -> task<void> {...}).
+  template <typename F>
+    requires std::is_invocable_r_v<task<void>, F&>
+  void spawn(F fn) {
+    spawn([](F f) -> task<void> { co_await f(); }(std::move(fn)));
+  }
 
   void register_poller(pollfn* p);
   void unregister_poller(pollfn* p);

@@ -61,6 +61,13 @@ class smp {
   /// Runs `main` on shard 0 until it completes (its value is the exit code) or
   /// stop() is called; then stops every shard.
   int run(task<int> main);
+  /// Same, for a callable returning task<int>; the callable (and its lambda
+  /// captures) lives until main ends: run([&]() -> task<int> {...}).
+  template <typename F>
+    requires std::is_invocable_r_v<task<int>, F&>
+  int run(F fn) {
+    return run([](F f) -> task<int> { co_return co_await f(); }(std::move(fn)));
+  }
   /// Stops every shard. Thread-safe.
   void stop(int exit_code = 0) noexcept;
 
