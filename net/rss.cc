@@ -345,11 +345,11 @@ std::string rss_verifier::explain_mismatch(ipv4_addr src_ip, ipv4_addr dst_ip,
         rss_config alt(model, k.key, _cfg.reta(), fields);
         if (alt.hash(src_ip, dst_ip, src_port, dst_port) != got) continue;
         std::vector<std::string> parts;
-        if (k.what != nullptr) parts.emplace_back(k.what);
         if (model != _cfg.model())
           parts.emplace_back(model == rss_model::ena_fixed
                                  ? "the ENA fixed-key variant (rss_model::ena_fixed)"
                                  : "standard Toeplitz (rss_model::toeplitz)");
+        if (k.what != nullptr) parts.emplace_back(k.what);
         if (fields != _cfg.fields())
           parts.emplace_back(fields == rss_fields::ipv4_only
                                  ? "device hashes IPs only (ask for UDP ports in rss_hf)"

@@ -230,7 +230,7 @@ size_t build_icmp_echo_reply(uint8_t* buf, size_t cap, const uint8_t* req, size_
 
 /// The Internet checksum (RFC 1071) of a byte range — the complement of its
 /// one's complement sum — in host byte order (store it big-endian). A range
-/// that already contains its correct checksum yields 0.
+/// that already contains its correct checksum yields 0. `len` up to 64 KiB.
 uint16_t inet_cksum(const uint8_t* data, size_t len) noexcept;
 
 }  // namespace machnet::net

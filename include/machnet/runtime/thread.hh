@@ -21,6 +21,10 @@ namespace machnet {
 
 namespace internal {
 
+/// Thrown inside a fiber whose shard shuts down while it is blocked, to unwind
+/// its stack. Code that catches (...) inside a fiber must rethrow it.
+struct fiber_cancelled {};
+
 struct fiber_context {
   boost::context::fiber fiber;   // the fiber (while switched out)
   boost::context::fiber caller;  // the shard's stack (while the fiber runs)
@@ -28,9 +32,16 @@ struct fiber_context {
   std::exception_ptr error;
   std::coroutine_handle<> joiner;
   bool done = false;
+  bool cancelled = false;
+  // Stack bounds, for AddressSanitizer's fiber annotations.
+  const void* stack_bottom = nullptr;
+  std::size_t stack_size = 0;
+  const void* caller_bottom = nullptr;
+  std::size_t caller_size = 0;
 
   void switch_in();   // from the shard: run the fiber until it blocks or ends
-  void switch_out();  // from the fiber: back to the shard
+  void switch_out();  // from the fiber: back to the shard (throws fiber_cancelled)
+  ~fiber_context();   // unwinds an unfinished fiber
 };
 
 fiber_context* current_fiber() noexcept;
