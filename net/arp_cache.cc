@@ -99,8 +99,9 @@ size_t arp_cache::expire(uint64_t now_us) {
   std::lock_guard lock(_write_mutex);
   const table* t = _table.read();
   if (t == nullptr) return 0;
-  const auto n = static_cast<size_t>(std::count_if(
-      t->entries.begin(), t->entries.end(), [&](const arp_entry& e) { return expired(e, now_us); }));
+  const auto n =
+      static_cast<size_t>(std::count_if(t->entries.begin(), t->entries.end(),
+                                        [&](const arp_entry& e) { return expired(e, now_us); }));
   if (n == 0) return 0;
   _table.update([&](table& next) {
     std::erase_if(next.entries, [&](const arp_entry& e) { return expired(e, now_us); });

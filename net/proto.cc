@@ -10,6 +10,7 @@
 #include <rte_ip.h>
 #include <rte_udp.h>
 
+#include <cstddef>
 #include <cstring>
 
 namespace machnet::net {
@@ -83,7 +84,8 @@ inline rte_ipv4_hdr make_ipv4(ipv4_addr src, ipv4_addr dst, uint8_t proto, uint1
 
 // --- parsing ---------------------------------------------------------------
 
-drop_reason parse_arp(const uint8_t* data, size_t len, ipv4_addr local_ip, parse_result& r) noexcept {
+drop_reason parse_arp(const uint8_t* data, size_t len, ipv4_addr local_ip,
+                      parse_result& r) noexcept {
   if (len < eth_hdr_len + arp_body_len) return drop_reason::truncated_arp;
   rte_arp_hdr arp;
   std::memcpy(&arp, data + eth_hdr_len, sizeof(arp));
@@ -170,7 +172,8 @@ drop_reason parse_ipv4(const uint8_t* data, size_t len, ipv4_addr local_ip, rx_c
 // --- building --------------------------------------------------------------
 
 // Validates a frame laid out by build_udp; on success fills ip and udp_len.
-bool udp_frame_view(const uint8_t* frame, size_t len, rte_ipv4_hdr& ip, uint16_t& udp_len) noexcept {
+bool udp_frame_view(const uint8_t* frame, size_t len, rte_ipv4_hdr& ip,
+                    uint16_t& udp_len) noexcept {
   if (frame == nullptr || len < udp_headers_len) return false;
   rte_ether_hdr eh;
   std::memcpy(&eh, frame, sizeof(eh));
@@ -216,39 +219,66 @@ size_t build_arp(uint8_t* buf, size_t cap, mac_addr eth_dst, uint16_t op, mac_ad
 
 const char* to_string(drop_reason r) noexcept {
   switch (r) {
-    case drop_reason::none: return "none";
-    case drop_reason::truncated_ethernet: return "truncated_ethernet";
-    case drop_reason::wrong_dst_mac: return "wrong_dst_mac";
-    case drop_reason::not_ipv4: return "not_ipv4";
-    case drop_reason::truncated_arp: return "truncated_arp";
-    case drop_reason::bad_arp: return "bad_arp";
-    case drop_reason::arp_not_for_us: return "arp_not_for_us";
-    case drop_reason::truncated_ip: return "truncated_ip";
-    case drop_reason::bad_ip_version: return "bad_ip_version";
-    case drop_reason::ip_options: return "ip_options";
-    case drop_reason::bad_ip_length: return "bad_ip_length";
-    case drop_reason::bad_ip_checksum: return "bad_ip_checksum";
-    case drop_reason::ip_fragment: return "ip_fragment";
-    case drop_reason::wrong_dst_ip: return "wrong_dst_ip";
-    case drop_reason::unsupported_l4: return "unsupported_l4";
-    case drop_reason::truncated_udp: return "truncated_udp";
-    case drop_reason::bad_udp_length: return "bad_udp_length";
-    case drop_reason::bad_udp_checksum: return "bad_udp_checksum";
-    case drop_reason::truncated_icmp: return "truncated_icmp";
-    case drop_reason::bad_icmp_checksum: return "bad_icmp_checksum";
-    case drop_reason::icmp_not_echo: return "icmp_not_echo";
-    case drop_reason::count_: break;
+    case drop_reason::none:
+      return "none";
+    case drop_reason::truncated_ethernet:
+      return "truncated_ethernet";
+    case drop_reason::wrong_dst_mac:
+      return "wrong_dst_mac";
+    case drop_reason::not_ipv4:
+      return "not_ipv4";
+    case drop_reason::truncated_arp:
+      return "truncated_arp";
+    case drop_reason::bad_arp:
+      return "bad_arp";
+    case drop_reason::arp_not_for_us:
+      return "arp_not_for_us";
+    case drop_reason::truncated_ip:
+      return "truncated_ip";
+    case drop_reason::bad_ip_version:
+      return "bad_ip_version";
+    case drop_reason::ip_options:
+      return "ip_options";
+    case drop_reason::bad_ip_length:
+      return "bad_ip_length";
+    case drop_reason::bad_ip_checksum:
+      return "bad_ip_checksum";
+    case drop_reason::ip_fragment:
+      return "ip_fragment";
+    case drop_reason::wrong_dst_ip:
+      return "wrong_dst_ip";
+    case drop_reason::unsupported_l4:
+      return "unsupported_l4";
+    case drop_reason::truncated_udp:
+      return "truncated_udp";
+    case drop_reason::bad_udp_length:
+      return "bad_udp_length";
+    case drop_reason::bad_udp_checksum:
+      return "bad_udp_checksum";
+    case drop_reason::truncated_icmp:
+      return "truncated_icmp";
+    case drop_reason::bad_icmp_checksum:
+      return "bad_icmp_checksum";
+    case drop_reason::icmp_not_echo:
+      return "icmp_not_echo";
+    case drop_reason::count_:
+      break;
   }
   return "unknown";
 }
 
 const char* to_string(frame_kind k) noexcept {
   switch (k) {
-    case frame_kind::drop: return "drop";
-    case frame_kind::udp: return "udp";
-    case frame_kind::arp_request: return "arp_request";
-    case frame_kind::arp_reply: return "arp_reply";
-    case frame_kind::icmp_echo_request: return "icmp_echo_request";
+    case frame_kind::drop:
+      return "drop";
+    case frame_kind::udp:
+      return "udp";
+    case frame_kind::arp_request:
+      return "arp_request";
+    case frame_kind::arp_reply:
+      return "arp_reply";
+    case frame_kind::icmp_echo_request:
+      return "icmp_echo_request";
   }
   return "unknown";
 }
@@ -313,8 +343,8 @@ size_t build_udp(uint8_t* buf, size_t cap, mac_addr src_mac, mac_addr dst_mac, i
   eh.src_addr = to_rte(src_mac);
   eh.ether_type = rte_cpu_to_be_16(ethertype_ipv4);
   const auto udp_len = static_cast<uint16_t>(udp_hdr_len + payload_len);
-  const rte_ipv4_hdr ip = make_ipv4(src_ip, dst_ip, ip_proto_udp,
-                                    static_cast<uint16_t>(ipv4_hdr_len + udp_len), ip_id);
+  const rte_ipv4_hdr ip =
+      make_ipv4(src_ip, dst_ip, ip_proto_udp, static_cast<uint16_t>(ipv4_hdr_len + udp_len), ip_id);
   rte_udp_hdr udp{};
   udp.src_port = rte_cpu_to_be_16(src_port);
   udp.dst_port = rte_cpu_to_be_16(dst_port);

@@ -53,16 +53,20 @@ rss_key reversed_bytes(const rss_key& k) {
 
 const char* to_string(rss_model m) noexcept {
   switch (m) {
-    case rss_model::toeplitz: return "toeplitz";
-    case rss_model::ena_fixed: return "ena_fixed";
+    case rss_model::toeplitz:
+      return "toeplitz";
+    case rss_model::ena_fixed:
+      return "ena_fixed";
   }
   return "?";
 }
 
 const char* to_string(rss_fields f) noexcept {
   switch (f) {
-    case rss_fields::ipv4_udp: return "4-tuple (IPv4 addresses + UDP ports)";
-    case rss_fields::ipv4_only: return "2-tuple (IPv4 addresses only)";
+    case rss_fields::ipv4_udp:
+      return "4-tuple (IPv4 addresses + UDP ports)";
+    case rss_fields::ipv4_only:
+      return "2-tuple (IPv4 addresses only)";
   }
   return "?";
 }
@@ -74,17 +78,22 @@ const char* to_string(port_error e) noexcept {
     case port_error::ip_pair_maps_elsewhere:
       return "device hashes IP addresses only and this IP pair maps to another queue; "
              "no local port can change that";
-    case port_error::queue_not_in_reta: return "no RETA entry points at this shard's queue";
+    case port_error::queue_not_in_reta:
+      return "no RETA entry points at this shard's queue";
   }
   return "?";
 }
 
 const char* to_string(rss_verdict v) noexcept {
   switch (v) {
-    case rss_verdict::match: return "match";
-    case rss_verdict::mismatch: return "mismatch";
-    case rss_verdict::no_hash: return "no_hash";
-    case rss_verdict::inconclusive: return "inconclusive";
+    case rss_verdict::match:
+      return "match";
+    case rss_verdict::mismatch:
+      return "mismatch";
+    case rss_verdict::no_hash:
+      return "no_hash";
+    case rss_verdict::inconclusive:
+      return "inconclusive";
   }
   return "?";
 }
@@ -120,9 +129,8 @@ uint32_t rss_config::raw_toeplitz(uint32_t w0, uint32_t w1, uint32_t w2) const n
   // whose most significant byte is the first on the wire — which is exactly
   // what host-order addresses and (first_port << 16 | second_port) are.
   uint32_t in[3] = {w0, w1, w2};
-  const uint32_t len = _fields == rss_fields::ipv4_udp
-                           ? static_cast<uint32_t>(RTE_THASH_V4_L4_LEN)
-                           : static_cast<uint32_t>(RTE_THASH_V4_L3_LEN);
+  const uint32_t len = _fields == rss_fields::ipv4_udp ? static_cast<uint32_t>(RTE_THASH_V4_L4_LEN)
+                                                       : static_cast<uint32_t>(RTE_THASH_V4_L3_LEN);
   return rte_softrss_be(in, len, reinterpret_cast<const uint8_t*>(_be_key.data()));
 }
 
@@ -175,8 +183,7 @@ uint32_t source_port_allocator::reply_hash(const search_state& s,
   if (_cfg.model() == rss_model::toeplitz)  // reply: remote_port first, local_port second
     return s.base_high ^ _second_hi[hi] ^ _second_lo[lo];
   // ena_fixed: the smaller port goes first.
-  if (local_port <= s.remote_port)
-    return ena_finish(s.base_low ^ _first_hi[hi] ^ _first_lo[lo]);
+  if (local_port <= s.remote_port) return ena_finish(s.base_low ^ _first_hi[hi] ^ _first_lo[lo]);
   return ena_finish(s.base_high ^ _second_hi[hi] ^ _second_lo[lo]);
 }
 
@@ -220,8 +227,8 @@ port_pick source_port_allocator::allocate(ipv4_addr local_ip, ipv4_addr remote_i
   return {0, port_error::exhausted};
 }
 
-bool source_port_allocator::release(ipv4_addr local_ip, ipv4_addr remote_ip,
-                                    uint16_t remote_port, uint16_t local_port) {
+bool source_port_allocator::release(ipv4_addr local_ip, ipv4_addr remote_ip, uint16_t remote_port,
+                                    uint16_t local_port) {
   return _held.erase(flow_tuple{local_ip, remote_ip, local_port, remote_port}) == 1;
 }
 
@@ -245,8 +252,7 @@ rss_verdict rss_verifier::observe(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t s
     return rss_verdict::match;
   }
   if (_mismatches++ == 0)
-    _first_mismatch =
-        explain_mismatch(src_ip, dst_ip, src_port, dst_port, expected, device_hash);
+    _first_mismatch = explain_mismatch(src_ip, dst_ip, src_port, dst_port, expected, device_hash);
   return rss_verdict::mismatch;
 }
 
@@ -322,9 +328,9 @@ std::string rss_verifier::message() const {
   return "?";
 }
 
-std::string rss_verifier::explain_mismatch(ipv4_addr src_ip, ipv4_addr dst_ip,
-                                           uint16_t src_port, uint16_t dst_port,
-                                           uint32_t expected, uint32_t got) const {
+std::string rss_verifier::explain_mismatch(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t src_port,
+                                           uint16_t dst_port, uint32_t expected,
+                                           uint32_t got) const {
   std::vector<std::string> hints;
 
   // Alternative models: every mix of key variant x algorithm x fields that
@@ -333,9 +339,10 @@ std::string rss_verifier::explain_mismatch(ipv4_addr src_ip, ipv4_addr dst_ip,
     rss_key key;
     const char* what;  // nullptr for our own key
   };
-  std::vector<key_variant> keys{{_cfg.key(), nullptr},
-                                {byte_swapped_words(_cfg.key()), "byte-swapped key (each 4-byte word)"},
-                                {reversed_bytes(_cfg.key()), "key in reverse byte order"}};
+  std::vector<key_variant> keys{
+      {_cfg.key(), nullptr},
+      {byte_swapped_words(_cfg.key()), "byte-swapped key (each 4-byte word)"},
+      {reversed_bytes(_cfg.key()), "key in reverse byte order"}};
   if (_cfg.key() != ena_fixed_rss_key) keys.push_back({ena_fixed_rss_key, "the ENA fixed key"});
   for (const auto& k : keys) {
     if (k.what != nullptr && k.key == _cfg.key()) continue;

@@ -68,9 +68,9 @@ class arp_cache {
 
   /// Records that `ip` is at `mac` (from an ARP request for us or a reply).
   /// Returns true if the table changed (new entry, new MAC, or timestamp
-  /// refreshed — see refresh_min_us); false if unchanged or rejected: IP 0.0.0.0 / 255.255.255.255 / multicast,
-  /// MAC zero or group (multicast/broadcast), a static entry for `ip`, or the
-  /// table full of static entries.
+  /// refreshed — see refresh_min_us); false if unchanged or rejected: IP 0.0.0.0 / 255.255.255.255
+  /// / multicast, MAC zero or group (multicast/broadcast), a static entry for `ip`, or the table
+  /// full of static entries.
   bool learn(ipv4_addr ip, mac_addr mac, uint64_t now_us);
   /// Adds or replaces a permanent entry (e.g. a configured gateway). Returns
   /// false on the same invalid addresses learn() rejects, or a full table.
@@ -119,10 +119,10 @@ class arp_cache {
 class arp_resolver {
  public:
   struct config {
-    uint64_t retry_us = 200'000;       ///< wait between requests for one address
-    unsigned max_requests = 3;         ///< requests sent before giving up
+    uint64_t retry_us = 200'000;          ///< wait between requests for one address
+    unsigned max_requests = 3;            ///< requests sent before giving up
     uint64_t failed_hold_us = 1'000'000;  ///< how long a failure is remembered
-    size_t max_pending = 256;          ///< addresses tracked at once
+    size_t max_pending = 256;             ///< addresses tracked at once
   };
   enum class action : uint8_t {
     send_request,  ///< send an ARP request for the address now

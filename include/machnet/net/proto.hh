@@ -28,8 +28,8 @@ inline constexpr size_t icmp_echo_hdr_len = 8;
 /// ARP body for Ethernet/IPv4 (htype 1, ptype 0x0800, hlen 6, plen 4).
 inline constexpr size_t arp_body_len = 28;
 
-inline constexpr size_t ipv4_offset = eth_hdr_len;                  ///< 14
-inline constexpr size_t l4_offset = eth_hdr_len + ipv4_hdr_len;     ///< 34
+inline constexpr size_t ipv4_offset = eth_hdr_len;               ///< 14
+inline constexpr size_t l4_offset = eth_hdr_len + ipv4_hdr_len;  ///< 34
 /// Where the UDP payload starts in every frame build_udp writes (42).
 inline constexpr size_t udp_payload_offset = l4_offset + udp_hdr_len;
 /// Ethernet + IPv4 + UDP header bytes in front of a UDP payload (42).
@@ -57,25 +57,25 @@ enum class drop_reason : uint8_t {
   none = 0,
   truncated_ethernet,  ///< shorter than an Ethernet header
   wrong_dst_mac,       ///< dst MAC neither ours nor broadcast (checked only if local_mac is set)
-  not_ipv4,            ///< ethertype is neither IPv4 nor ARP — includes IPv6 and VLAN-tagged frames
-  truncated_arp,       ///< ethertype ARP but shorter than the 28-byte ARP body
-  bad_arp,             ///< wrong htype/ptype/hlen/plen, or opcode not request/reply
-  arp_not_for_us,      ///< ARP target IP is not local_ip (sender fields are still filled in)
-  truncated_ip,        ///< shorter than Ethernet + 20-byte IPv4 header
-  bad_ip_version,      ///< IP version field is not 4
-  ip_options,          ///< IHL > 5: options are not supported
-  bad_ip_length,       ///< IHL < 5, or total length > bytes present or < header length
-  bad_ip_checksum,     ///< IPv4 header checksum does not verify
-  ip_fragment,         ///< MF set or fragment offset != 0 (no reassembly)
-  wrong_dst_ip,        ///< IPv4 destination is not local_ip (IP broadcast is not accepted)
-  unsupported_l4,      ///< IP protocol other than UDP or ICMP
-  truncated_udp,       ///< IP payload shorter than a UDP header
-  bad_udp_length,      ///< UDP length < 8 or larger than the IP payload
-  bad_udp_checksum,    ///< UDP checksum non-zero and does not verify
-  truncated_icmp,      ///< IP payload shorter than an ICMP echo header
-  bad_icmp_checksum,   ///< ICMP checksum does not verify
-  icmp_not_echo,       ///< ICMP other than echo request (type 8, code 0)
-  count_               ///< number of reasons, not a reason
+  not_ipv4,          ///< ethertype is neither IPv4 nor ARP — includes IPv6 and VLAN-tagged frames
+  truncated_arp,     ///< ethertype ARP but shorter than the 28-byte ARP body
+  bad_arp,           ///< wrong htype/ptype/hlen/plen, or opcode not request/reply
+  arp_not_for_us,    ///< ARP target IP is not local_ip (sender fields are still filled in)
+  truncated_ip,      ///< shorter than Ethernet + 20-byte IPv4 header
+  bad_ip_version,    ///< IP version field is not 4
+  ip_options,        ///< IHL > 5: options are not supported
+  bad_ip_length,     ///< IHL < 5, or total length > bytes present or < header length
+  bad_ip_checksum,   ///< IPv4 header checksum does not verify
+  ip_fragment,       ///< MF set or fragment offset != 0 (no reassembly)
+  wrong_dst_ip,      ///< IPv4 destination is not local_ip (IP broadcast is not accepted)
+  unsupported_l4,    ///< IP protocol other than UDP or ICMP
+  truncated_udp,     ///< IP payload shorter than a UDP header
+  bad_udp_length,    ///< UDP length < 8 or larger than the IP payload
+  bad_udp_checksum,  ///< UDP checksum non-zero and does not verify
+  truncated_icmp,    ///< IP payload shorter than an ICMP echo header
+  bad_icmp_checksum,  ///< ICMP checksum does not verify
+  icmp_not_echo,      ///< ICMP other than echo request (type 8, code 0)
+  count_              ///< number of reasons, not a reason
 };
 inline constexpr size_t drop_reason_count = static_cast<size_t>(drop_reason::count_);
 
@@ -219,8 +219,8 @@ size_t build_gratuitous_arp(uint8_t* buf, size_t cap, mac_addr src_mac, ipv4_add
 /// `local_mac`), ICMP type 0, same id/sequence/data, fresh IPv4 header (DF, TTL
 /// 64) and both checksums recomputed. Trailing Ethernet padding of the request
 /// is not copied. `buf` may equal or overlap `req` (e.g. reply in place: all of
-/// the request is read before anything is written). Returns the reply length (14 + the request's IP total length),
-/// or 0 if `req` is not an option-less IPv4 ICMP echo request or cap is short.
+/// the request is read before anything is written). Returns the reply length (14 + the request's IP
+/// total length), or 0 if `req` is not an option-less IPv4 ICMP echo request or cap is short.
 size_t build_icmp_echo_reply(uint8_t* buf, size_t cap, const uint8_t* req, size_t req_len,
                              mac_addr local_mac) noexcept;
 

@@ -146,16 +146,14 @@ class source_port_allocator {
 
   /// Ports are chosen from [port_min, port_max]; requires port_min <= port_max
   /// (throws std::invalid_argument otherwise, set-up time only).
-  source_port_allocator(const rss_config& cfg, uint16_t queue,
-                        uint16_t port_min = default_port_min,
+  source_port_allocator(const rss_config& cfg, uint16_t queue, uint16_t port_min = default_port_min,
                         uint16_t port_max = default_port_max);
 
   /// Picks and holds a free local port whose reply tuple maps to this queue.
   /// Searches from a rotating start; O(#queues) hash evaluations on average.
   port_pick allocate(ipv4_addr local_ip, ipv4_addr remote_ip, uint16_t remote_port);
   /// Gives a port back; false if it was not held.
-  bool release(ipv4_addr local_ip, ipv4_addr remote_ip, uint16_t remote_port,
-               uint16_t local_port);
+  bool release(ipv4_addr local_ip, ipv4_addr remote_ip, uint16_t remote_port, uint16_t local_port);
   bool held(ipv4_addr local_ip, ipv4_addr remote_ip, uint16_t remote_port,
             uint16_t local_port) const;
   /// How many ports are held over all destinations.
@@ -165,13 +163,16 @@ class source_port_allocator {
   const rss_config& config() const noexcept { return _cfg; }
 
  private:
-  /// The device's raw hash of the reply tuple for `local_port`, using the
-  /// per-call bases and the per-port contribution tables.
+  /// Per-destination part of the reply hash: raw Toeplitz of the reply tuple
+  /// with the local port's bits zero, for the local port in the first
+  /// (`base_low`, ENA when local < remote port) or second port slot (`base_high`).
   struct search_state {
-    uint32_t base_low;   // toeplitz with the local port in the first port slot, 0 there
-    uint32_t base_high;  // local port in the second port slot, 0 there
+    uint32_t base_low;
+    uint32_t base_high;
     uint16_t remote_port;
   };
+  /// The device's hash of the reply tuple for `local_port`: a base XOR the
+  /// port's contribution from the tables, then the model's finish.
   uint32_t reply_hash(const search_state& s, uint16_t local_port) const noexcept;
 
   rss_config _cfg;
@@ -210,8 +211,8 @@ class rss_verifier {
 
   /// One received packet's headers (host byte order) and what the device
   /// reported. Returns this observation's own verdict.
-  rss_verdict observe(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t src_port,
-                      uint16_t dst_port, uint32_t device_hash, bool has_hash);
+  rss_verdict observe(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t src_port, uint16_t dst_port,
+                      uint32_t device_hash, bool has_hash);
   /// Reads Eth[/802.1Q]/IPv4/UDP from the first segment, `m->hash.rss` and
   /// RTE_MBUF_F_RX_RSS_HASH. Other packets (and IP fragments) are skipped and
   /// return `inconclusive`.

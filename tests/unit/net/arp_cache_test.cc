@@ -124,7 +124,7 @@ TEST_CASE("a full arp_cache evicts the oldest learned entry") {
   CHECK(!c.find(ip(2)));
   CHECK(c.find(ip(1)));
   CHECK(c.find(ip(10)));
-  CHECK(c.learn(ip(1), mac(1), 9));  // refresh, no eviction
+  CHECK(c.learn(ip(1), mac(1), 9));   // refresh, no eviction
   CHECK(c.learn(ip(4), mac(4), 10));  // evicts ip 3 (t=7)
   CHECK(!c.find(ip(3)));
   CHECK(c.size() == 3);
@@ -141,7 +141,8 @@ TEST_CASE("a full arp_cache evicts the oldest learned entry") {
 TEST_CASE("arp_cache readers on other threads race a writer safely") {
   // Every MAC a writer publishes encodes its IP in byte 5, so a reader can
   // tell a torn or stale-freed read from a valid one; ASan catches use after free.
-  arp_cache c(arp_cache::config{.max_age_us = UINT64_MAX / 2, .max_entries = 64, .refresh_min_us = 0});
+  arp_cache c(
+      arp_cache::config{.max_age_us = UINT64_MAX / 2, .max_entries = 64, .refresh_min_us = 0});
   constexpr uint32_t n_ips = 48;
   constexpr int n_updates = 20000;
   std::atomic<bool> done{false};
@@ -175,9 +176,15 @@ TEST_CASE("arp_cache readers on other threads race a writer safely") {
     for (int i = 0; i < n_updates; ++i) {
       const uint32_t k = 1 + rng() % n_ips;
       switch (rng() % 8) {
-        case 0: c.forget(ip(k)); break;
-        case 1: c.expire(1); break;  // nothing is old enough: no-op
-        default: c.learn(ip(k), mac(static_cast<uint8_t>(k), static_cast<uint8_t>(i)), 1 + i); break;
+        case 0:
+          c.forget(ip(k));
+          break;
+        case 1:
+          c.expire(1);  // nothing is old enough: a no-op
+          break;
+        default:
+          c.learn(ip(k), mac(static_cast<uint8_t>(k), static_cast<uint8_t>(i)), 1 + i);
+          break;
       }
       machnet::rcu::quiescent_state();
     }
@@ -234,13 +241,14 @@ TEST_CASE("arp_resolver paces requests and fails after the retry budget") {
 }
 
 TEST_CASE("arp_resolver poll() sends retries and reports failures from a timer") {
-  arp_resolver r(arp_resolver::config{.retry_us = 100, .max_requests = 2, .failed_hold_us = 1000,
-                                      .max_pending = 8});
+  arp_resolver r(arp_resolver::config{
+      .retry_us = 100, .max_requests = 2, .failed_hold_us = 1000, .max_pending = 8});
   std::vector<ipv4_addr> sent, failed;
   auto poll = [&](uint64_t now) {
     sent.clear();
     failed.clear();
-    r.poll(now, [&](ipv4_addr a) { sent.push_back(a); }, [&](ipv4_addr a) { failed.push_back(a); });
+    r.poll(
+        now, [&](ipv4_addr a) { sent.push_back(a); }, [&](ipv4_addr a) { failed.push_back(a); });
   };
   CHECK(!r.next_deadline_us());
   CHECK(r.request(ip(1), 1000) == action::send_request);
@@ -273,8 +281,8 @@ TEST_CASE("arp_resolver poll() sends retries and reports failures from a timer")
 }
 
 TEST_CASE("arp_resolver bounds its table and handles a single-try budget") {
-  arp_resolver r(arp_resolver::config{.retry_us = 10, .max_requests = 1, .failed_hold_us = 50,
-                                      .max_pending = 2});
+  arp_resolver r(arp_resolver::config{
+      .retry_us = 10, .max_requests = 1, .failed_hold_us = 50, .max_pending = 2});
   CHECK(r.request(ip(1), 0) == action::send_request);
   CHECK(r.request(ip(2), 0) == action::send_request);
   CHECK(r.request(ip(3), 0) == action::failed);  // table full
@@ -282,12 +290,12 @@ TEST_CASE("arp_resolver bounds its table and handles a single-try budget") {
   CHECK(r.request(ip(1), 9) == action::wait);
   CHECK(r.request(ip(1), 10) == action::failed);  // one try only
   CHECK(r.request(ip(2), 10) == action::failed);
-  CHECK(r.request(ip(3), 59) == action::failed);  // failures still held
+  CHECK(r.request(ip(3), 59) == action::failed);        // failures still held
   CHECK(r.request(ip(3), 60) == action::send_request);  // held failures purged to make room
   CHECK(r.size() == 1);
 
-  arp_resolver none(arp_resolver::config{.retry_us = 10, .max_requests = 0, .failed_hold_us = 50,
-                                         .max_pending = 2});
+  arp_resolver none(arp_resolver::config{
+      .retry_us = 10, .max_requests = 0, .failed_hold_us = 50, .max_pending = 2});
   CHECK(none.request(ip(1), 0) == action::failed);
   CHECK(none.size() == 0);
 }

@@ -2,10 +2,12 @@
 // at every length, checksums against a bytewise reference, and a fuzz run.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "machnet/net/proto.hh"
@@ -40,9 +42,11 @@ uint16_t ref_fold(uint32_t s) {
   while (s >> 16) s = (s & 0xffff) + (s >> 16);
   return static_cast<uint16_t>(s);
 }
-uint16_t ref_cksum(const uint8_t* p, size_t n) { return static_cast<uint16_t>(~ref_fold(ref_sum(p, n))); }
+uint16_t ref_cksum(const uint8_t* p, size_t n) {
+  return static_cast<uint16_t>(~ref_fold(ref_sum(p, n)));
+}
 
-// Pseudo-header sum for the UDP/ICMP... (UDP only here) of the frame's IPv4 header.
+// Sum of the UDP pseudo-header of the frame's IPv4 header.
 uint32_t ref_pseudo(const uint8_t* f, uint16_t udp_len) {
   uint32_t s = ref_sum(f + 26, 8);  // src + dst address
   return s + 17 + udp_len;
@@ -70,7 +74,8 @@ bytes payload_pattern(size_t n, uint8_t seed = 7) {
 }
 
 // A UDP frame peer -> local with payload written before the headers.
-bytes udp_frame(size_t payload_len, bool cksum = true, uint16_t sport = 40000, uint16_t dport = 5000) {
+bytes udp_frame(size_t payload_len, bool cksum = true, uint16_t sport = 40000,
+                uint16_t dport = 5000) {
   bytes f(udp_headers_len + payload_len);
   auto p = payload_pattern(payload_len);
   if (payload_len) std::memcpy(&f[udp_payload_offset], p.data(), payload_len);
@@ -241,7 +246,8 @@ TEST_CASE("frames at odd alignment parse and build") {
   auto req = echo_request(31);
   bytes unaligned_req(req.size() + 1);
   std::memcpy(&unaligned_req[1], req.data(), req.size());
-  CHECK(build_icmp_echo_reply(&out[1], 199, &unaligned_req[1], req.size(), local_mac) == req.size());
+  CHECK(build_icmp_echo_reply(&out[1], 199, &unaligned_req[1], req.size(), local_mac) ==
+        req.size());
 }
 
 TEST_CASE("Ethernet padding after a short datagram is ignored") {
@@ -367,7 +373,8 @@ TEST_CASE("ICMP echo request is recognised and answered") {
     padded.resize(std::max<size_t>(padded.size(), min_frame_len) + 3, 0xaa);
     REQUIRE(parse(padded).kind == frame_kind::icmp_echo_request);
     bytes rep(padded.size());
-    size_t n = build_icmp_echo_reply(rep.data(), rep.size(), padded.data(), padded.size(), local_mac);
+    size_t n =
+        build_icmp_echo_reply(rep.data(), rep.size(), padded.data(), padded.size(), local_mac);
     check_reply(rep.data(), n);
   }
   SECTION("capacity too small writes nothing") {
@@ -397,14 +404,17 @@ TEST_CASE("build_icmp_echo_reply refuses frames that are not echo requests") {
 
 TEST_CASE("builders refuse short buffers and write nothing") {
   bytes buf(100, 0x5a);
-  auto untouched = [&] { return std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x5a; }); };
+  auto untouched = [&] {
+    return std::all_of(buf.begin(), buf.end(), [](uint8_t b) { return b == 0x5a; });
+  };
   CHECK(build_udp(buf.data(), 41, local_mac, peer_mac, local_ip, peer_ip, 1, 2, 0, true) == 0);
   CHECK(build_udp(buf.data(), 50, local_mac, peer_mac, local_ip, peer_ip, 1, 2, 9, true) == 0);
-  CHECK(build_udp(buf.data(), 100, local_mac, peer_mac, local_ip, peer_ip, 1, 2, max_udp_payload + 1,
-                  false) == 0);
+  CHECK(build_udp(buf.data(), 100, local_mac, peer_mac, local_ip, peer_ip, 1, 2,
+                  max_udp_payload + 1, false) == 0);
   CHECK(build_udp(nullptr, 100, local_mac, peer_mac, local_ip, peer_ip, 1, 2, 0, false) == 0);
   CHECK(build_arp_request(buf.data(), arp_frame_len - 1, local_mac, local_ip, peer_ip) == 0);
-  CHECK(build_arp_reply(buf.data(), arp_frame_len - 1, local_mac, local_ip, peer_mac, peer_ip) == 0);
+  CHECK(build_arp_reply(buf.data(), arp_frame_len - 1, local_mac, local_ip, peer_mac, peer_ip) ==
+        0);
   CHECK(build_gratuitous_arp(buf.data(), arp_frame_len - 1, local_mac, local_ip) == 0);
   CHECK(untouched());
   CHECK(build_udp(buf.data(), 50, local_mac, peer_mac, local_ip, peer_ip, 1, 2, 8, false) == 42);
@@ -457,11 +467,21 @@ TEST_CASE("every drop reason is produced by a crafted frame") {
   for (int field = 0; field < 5; ++field) {
     f = arp;
     switch (field) {
-      case 0: put16(&f[14], 6); break;       // htype IEEE 802
-      case 1: put16(&f[16], 0x86dd); break;  // ptype
-      case 2: f[18] = 8; break;              // hlen
-      case 3: f[19] = 16; break;             // plen
-      case 4: put16(&f[20], 3); break;       // RARP request
+      case 0:
+        put16(&f[14], 6);
+        break;  // htype IEEE 802
+      case 1:
+        put16(&f[16], 0x86dd);
+        break;  // ptype
+      case 2:
+        f[18] = 8;
+        break;  // hlen
+      case 3:
+        f[19] = 16;
+        break;  // plen
+      case 4:
+        put16(&f[20], 3);
+        break;  // RARP request
     }
     expect(f, drop_reason::bad_arp);
   }
@@ -626,9 +646,9 @@ TEST_CASE("100000 random and mutated frames never crash and keep the invariants"
   bytes arp_reply(arp_frame_len);
   REQUIRE(build_arp_reply(arp_reply.data(), arp_reply.size(), peer_mac, peer_ip, local_mac,
                           local_ip) == arp_frame_len);
-  const std::vector<bytes> seeds = {udp_frame(0),    udp_frame(7),    udp_frame(200, false),
-                                    arp_request_from_peer(), arp_reply, echo_request(0),
-                                    echo_request(64)};
+  const std::vector<bytes> seeds = {
+      udp_frame(0), udp_frame(7),    udp_frame(200, false), arp_request_from_peer(),
+      arp_reply,    echo_request(0), echo_request(64)};
   size_t kinds[5] = {};
   bytes reply(70000);
   for (int iter = 0; iter < 100000; ++iter) {
@@ -642,8 +662,10 @@ TEST_CASE("100000 random and mutated frames never crash and keep the invariants"
       const unsigned flips = 1 + rng() % 4;
       for (unsigned i = 0; i < flips && !f.empty(); ++i) {
         const size_t at = rng() % f.size();
-        if (rng() % 2) f[at] ^= static_cast<uint8_t>(1u << (rng() % 8));
-        else f[at] = static_cast<uint8_t>(rng());
+        if (rng() % 2)
+          f[at] ^= static_cast<uint8_t>(1u << (rng() % 8));
+        else
+          f[at] = static_cast<uint8_t>(rng());
       }
       if (mode == 2) f.resize(rng() % (f.size() + 16), static_cast<uint8_t>(rng()));
       // Often repair the IP checksum so mutations reach the deeper layers.

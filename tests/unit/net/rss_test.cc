@@ -2,7 +2,6 @@
 // ports over many tuples and shard counts, the 2-tuple model, and the verifier.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
-
 #include <rte_byteorder.h>
 #include <rte_ether.h>
 #include <rte_ip.h>
@@ -32,8 +31,7 @@ constexpr rss_key ena_doc_key{0x77, 0xd1, 0xc9, 0x34, 0xa4, 0xc9, 0xbd, 0x87, 0x
 /// Bit-by-bit Toeplitz straight from the Microsoft pseudo-code, only to
 /// cross-check the DPDK-based implementation: for every set input bit, XOR in
 /// the 32 key bits starting at that bit position.
-uint32_t reference_toeplitz(const rss_key& key, const std::vector<uint8_t>& input,
-                            uint32_t init) {
+uint32_t reference_toeplitz(const rss_key& key, const std::vector<uint8_t>& input, uint32_t init) {
   auto key_bit = [&](std::size_t i) -> uint32_t {
     return i < key.size() * 8 ? (key[i / 8] >> (7 - i % 8)) & 1u : 0u;
   };
@@ -74,7 +72,7 @@ uint32_t reference_hash(rss_model model, rss_fields fields, const rss_key& key, 
   return (h & 0xffffu) | (h << 16);
 }
 
-/// A private ipv4 address in 10.0.0.0/8 or any address, at random.
+/// Random addresses and ports from a fixed seed (reproducible runs).
 struct tuple_gen {
   std::mt19937 rng{12345};
   ipv4_addr addr() { return ipv4_addr{uint32_t(rng())}; }
@@ -159,7 +157,9 @@ TEST_CASE("rss: Microsoft verification vectors, 4-tuple and IPs only") {
   CHECK(two.hash(addr4("66.9.149.187"), addr4("161.142.100.80"), 1, 2) == 0x323e8fc2u);
 }
 
-TEST_CASE("rss: the ENA doc vector is standard Toeplitz (configurable-key ENA), not the fixed-key variant") {
+TEST_CASE(
+    "rss: the ENA doc vector is standard Toeplitz (configurable-key ENA), not the fixed-key "
+    "variant") {
   const auto src = addr4("1.2.3.4"), dst = addr4("1.2.3.5");
   const rss_config std_model(rss_model::toeplitz, ena_doc_key, make_reta(1, 128));
   CHECK(std_model.hash(src, dst, 7000, 7000) == 0xa9828bd4u);
@@ -184,9 +184,11 @@ TEST_CASE("rss: named keys") {
   CHECK(mlx5_default_rss_key[39] == 0x2a);
 }
 
-TEST_CASE("rss: DPDK-based hash equals the bit-by-bit reference for every model, field set and key") {
+TEST_CASE(
+    "rss: DPDK-based hash equals the bit-by-bit reference for every model, field set and key") {
   tuple_gen g;
-  for (const rss_key& key : {microsoft_rss_key, mlx5_default_rss_key, ena_fixed_rss_key, ena_doc_key})
+  for (const rss_key& key :
+       {microsoft_rss_key, mlx5_default_rss_key, ena_fixed_rss_key, ena_doc_key})
     for (rss_model model : {rss_model::toeplitz, rss_model::ena_fixed})
       for (rss_fields fields : {rss_fields::ipv4_udp, rss_fields::ipv4_only}) {
         const rss_config cfg(model, key, make_reta(4, 128), fields);
@@ -282,11 +284,11 @@ TEST_CASE("rss: source ports map replies to the asking shard, 10 000 random tupl
 
       // Release everything; a second release is refused.
       for (auto& h : held)
-        REQUIRE(alloc[h.shard].release(h.f.local_ip, h.f.remote_ip, h.f.remote_port,
-                                       h.f.local_port));
+        REQUIRE(
+            alloc[h.shard].release(h.f.local_ip, h.f.remote_ip, h.f.remote_port, h.f.local_port));
       for (auto& a : alloc) CHECK(a.held_count() == 0);
       CHECK_FALSE(alloc[held[0].shard].release(held[0].f.local_ip, held[0].f.remote_ip,
-                                                held[0].f.remote_port, held[0].f.local_port));
+                                               held[0].f.remote_port, held[0].f.local_port));
     }
   }
 }
@@ -308,7 +310,8 @@ TEST_CASE("rss: port exhaustion is reported, and a released port is reusable") {
         auto pick = a.allocate(local, remote, rport);
         if (!pick) {
           CHECK(pick.error == port_error::exhausted);
-          CHECK(std::string(to_string(*pick.error)).find("no free local port") != std::string::npos);
+          CHECK(std::string(to_string(*pick.error)).find("no free local port") !=
+                std::string::npos);
           break;
         }
         REQUIRE(pick.port >= lo);
@@ -507,8 +510,8 @@ TEST_CASE("rss verifier: plain-value overload and the ENA model verified as such
   for (int i = 0; i < 100; ++i) {
     auto s = g.addr(), d = g.addr();
     auto sp = g.port(), dp = g.port();
-    const uint32_t device = reference_hash(rss_model::ena_fixed, rss_fields::ipv4_udp,
-                                           ena_fixed_rss_key, s, d, sp, dp);
+    const uint32_t device =
+        reference_hash(rss_model::ena_fixed, rss_fields::ipv4_udp, ena_fixed_rss_key, s, d, sp, dp);
     REQUIRE(v.observe(s, d, sp, dp, device, true) == rss_verdict::match);
   }
   CHECK(v.verdict() == rss_verdict::match);

@@ -1,0 +1,285 @@
+// port: ethdev probe, configuration (queues, mempools, offloads, RSS), start,
+// burst I/O with per-queue counters, and the start-up report.
+#include "machnet/net/port.hh"
+
+#include <rte_bus.h>
+#include <rte_dev.h>
+#include <rte_errno.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mempool.h>
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <cstring>
+#include <stdexcept>
+
+#include "machnet/runtime/log.hh"
+
+namespace machnet::net {
+
+namespace {
+std::atomic<unsigned> g_pool_seq{0};
+
+std::string device_name(const std::string& device) { return device.substr(0, device.find(',')); }
+
+[[noreturn]] void fail(const std::string& device, const std::string& what, int err) {
+  throw std::runtime_error(fmt::format("port {}: {}: {}", device, what, rte_strerror(err < 0 ? -err : err)));
+}
+}  // namespace
+
+const char* to_string(rss_mode m) noexcept {
+  switch (m) {
+    case rss_mode::hardware: return "hardware";
+    case rss_mode::emulated: return "emulated";
+    case rss_mode::software: return "software";
+  }
+  return "?";
+}
+
+rss_mode parse_rss_mode(const std::string& s) {
+  if (s == "hardware") return rss_mode::hardware;
+  if (s == "emulated") return rss_mode::emulated;
+  if (s == "software") return rss_mode::software;
+  throw std::invalid_argument("unknown RSS mode '" + s + "' (expected hardware|emulated|software)");
+}
+
+port::port(const port_config& cfg) : _device(cfg.device) {
+  if (cfg.device.empty()) throw std::invalid_argument("port: empty device string");
+  eal_config ec = cfg.eal;
+  const std::string name = device_name(cfg.device);
+  if (is_pci_address(cfg.device)) ec.pci_allow.push_back(cfg.device);
+  eal_start(ec);
+  uint16_t id;
+  if (rte_eth_dev_get_port_by_name(name.c_str(), &id) != 0) {
+    int rc = rte_dev_probe(cfg.device.c_str());
+    if (rc < 0) fail(cfg.device, "cannot probe the device (check the device string and that its "
+                                 "driver can open it)", rc);
+    if (rte_eth_dev_get_port_by_name(name.c_str(), &id) != 0)
+      throw std::runtime_error(fmt::format("port {}: probed, but no ethdev named '{}' appeared",
+                                           cfg.device, name));
+    _probed = true;
+  }
+  _id = id;
+  configure(cfg);
+}
+
+port::port(uint16_t port_id, const port_config& cfg) : _id(port_id) {
+  if (!rte_eth_dev_is_valid_port(port_id))
+    throw std::invalid_argument(fmt::format("port: {} is not a valid ethdev port id", port_id));
+  char name[RTE_ETH_NAME_MAX_LEN];
+  rte_eth_dev_get_name_by_port(port_id, name);
+  _device = name;
+  configure(cfg);
+}
+
+void port::configure(const port_config& cfg) {
+  rte_eth_dev_info info;
+  if (int rc = rte_eth_dev_info_get(_id, &info); rc != 0) fail(_device, "rte_eth_dev_info_get", rc);
+  _caps.driver = info.driver_name ? info.driver_name : "?";
+  _caps.max_rx_queues = info.max_rx_queues;
+  _caps.max_tx_queues = info.max_tx_queues;
+  _caps.rx_ipv4_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+  _caps.rx_udp_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+  _caps.rx_rss_hash = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_RSS_HASH;
+  _caps.tx_ipv4_cksum = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+  _caps.tx_udp_cksum = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+  _caps.tx_fast_free = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+  _caps.tx_multi_seg = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  _caps.rss_udp = info.flow_type_rss_offloads & RTE_ETH_RSS_NONFRAG_IPV4_UDP;
+  _caps.reta_size = info.reta_size;
+  _caps.key_size = info.hash_key_size;
+
+  if (cfg.queues == 0) throw std::invalid_argument("port: at least one queue is needed");
+  _queues = std::min<uint16_t>(cfg.queues, std::min(info.max_rx_queues, info.max_tx_queues));
+  if (_queues < cfg.queues)
+    _caps.notes.push_back(fmt::format("device has {} queue pairs for {} shards: the rest are served "
+                                      "by software hand-off", _queues, cfg.queues));
+
+  // RSS mode: what was asked, or what the device can do.
+  bool hw_possible = _caps.rss_udp && _queues == cfg.queues;
+  if (cfg.rss) {
+    _mode = *cfg.rss;
+    if (_mode == rss_mode::hardware && !_caps.rss_udp)
+      throw std::runtime_error(fmt::format(
+          "port {}: hardware RSS requested, but driver {} does not hash IPv4/UDP (use emulated RSS "
+          "on links that map TX queue i to the peer's RX queue i, or software)", _device, _caps.driver));
+    if (_mode == rss_mode::emulated && _queues < cfg.queues)
+      throw std::runtime_error(fmt::format(
+          "port {}: emulated RSS needs {} queue pairs, the device has {}", _device, cfg.queues, _queues));
+  } else {
+    _mode = hw_possible && _queues > 1 ? rss_mode::hardware
+            : _queues == cfg.queues && _queues > 1 ? rss_mode::emulated
+                                                   : rss_mode::software;
+  }
+  _shared_tx = _mode != rss_mode::hardware;
+
+  rte_eth_conf conf{};
+  if (_mode == rss_mode::hardware) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf =
+        (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP) & info.flow_type_rss_offloads;
+    if (info.hash_key_size == cfg.key.size()) {
+      conf.rx_adv_conf.rss_conf.rss_key = const_cast<uint8_t*>(cfg.key.data());
+      conf.rx_adv_conf.rss_conf.rss_key_len = uint8_t(cfg.key.size());
+    } else {
+      _caps.notes.push_back(fmt::format("device key size is {} bytes, not 40: key not programmed",
+                                        info.hash_key_size));
+    }
+  }
+  uint64_t rx_off = 0, tx_off = 0;
+  if (_caps.rx_ipv4_cksum) rx_off |= RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
+  if (_caps.rx_udp_cksum) rx_off |= RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+  if (_caps.rx_rss_hash && _mode == rss_mode::hardware) rx_off |= RTE_ETH_RX_OFFLOAD_RSS_HASH;
+  if (_caps.tx_ipv4_cksum) tx_off |= RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+  if (_caps.tx_udp_cksum) tx_off |= RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+  if (_caps.tx_multi_seg) tx_off |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  // Fast free needs every mbuf of a TX queue to come from one pool with refcnt
+  // 1: true only when each shard sends on its own queue.
+  if (_caps.tx_fast_free && !_shared_tx) tx_off |= RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+  conf.rxmode.offloads = rx_off;
+  conf.txmode.offloads = tx_off;
+  _caps.tx_fast_free = tx_off & RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+
+  if (int rc = rte_eth_dev_configure(_id, _queues, _queues, &conf); rc != 0)
+    fail(_device, fmt::format("rte_eth_dev_configure({} queues)", _queues), rc);
+  if (int rc = rte_eth_dev_set_mtu(_id, cfg.mtu); rc != 0)
+    _caps.notes.push_back(fmt::format("cannot set MTU {} ({}): using the device's", cfg.mtu,
+                                      rte_strerror(-rc)));
+  uint16_t rxd = cfg.rx_desc, txd = cfg.tx_desc;
+  rte_eth_dev_adjust_nb_rx_tx_desc(_id, &rxd, &txd);
+
+  int socket = rte_eth_dev_socket_id(_id);
+  if (socket < 0) socket = 0;
+  _qstats.reset(new queue_state[_queues]);
+  for (uint16_t q = 0; q < _queues; ++q) {
+    rte_spinlock_init(&_qstats[q].tx_lock);
+    auto name = fmt::format("mn{}_{}_{}", _id, q, g_pool_seq++);
+    rte_mempool* mp = rte_pktmbuf_pool_create(name.c_str(), cfg.mbufs_per_queue, 256, 0,
+                                              RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+    if (!mp) fail(_device, fmt::format("cannot create mempool for queue {} ({} mbufs)", q,
+                                       cfg.mbufs_per_queue), rte_errno);
+    _pools.push_back(mp);
+    rte_eth_rxconf rxc = info.default_rxconf;
+    rxc.offloads = rx_off;
+    if (int rc = rte_eth_rx_queue_setup(_id, q, rxd, socket, &rxc, mp); rc != 0)
+      fail(_device, fmt::format("rx queue {} setup", q), rc);
+    rte_eth_txconf txc = info.default_txconf;
+    txc.offloads = tx_off;
+    if (int rc = rte_eth_tx_queue_setup(_id, q, txd, socket, &txc); rc != 0)
+      fail(_device, fmt::format("tx queue {} setup", q), rc);
+  }
+  if (int rc = rte_eth_dev_start(_id); rc != 0) fail(_device, "rte_eth_dev_start", rc);
+  if (cfg.promiscuous && rte_eth_promiscuous_enable(_id) != 0)
+    _caps.notes.push_back("promiscuous mode not supported");
+  rte_ether_addr ea;
+  rte_eth_macaddr_get(_id, &ea);
+  std::memcpy(_mac.b.data(), ea.addr_bytes, 6);
+  program_rss(cfg);
+}
+
+void port::program_rss(const port_config& cfg) {
+  if (_mode != rss_mode::hardware) {
+    _rss.emplace(rss_model::toeplitz, cfg.key, make_reta(_queues, cfg.reta_size));
+    return;
+  }
+  rss_model model = rss_model::toeplitz;
+  rss_key key = cfg.key;
+  // Key: read back what the device uses.
+  uint8_t kbuf[64] = {};
+  rte_eth_rss_conf rc{};
+  rc.rss_key = kbuf;
+  rc.rss_key_len = sizeof kbuf;
+  if (rte_eth_dev_rss_hash_conf_get(_id, &rc) == 0 && rc.rss_key_len >= 40) {
+    _caps.key_read_back = true;
+    _caps.key_programmed = std::memcmp(kbuf, cfg.key.data(), 40) == 0;
+    if (!_caps.key_programmed) {
+      std::memcpy(key.data(), kbuf, 40);
+      if (_caps.driver.find("ena") != std::string::npos) model = rss_model::ena_fixed;
+      _caps.notes.push_back(fmt::format("device kept its own RSS key: modelling it as {}",
+                                        to_string(model)));
+    }
+  } else if (_caps.driver.find("ena") != std::string::npos) {
+    model = rss_model::ena_fixed;
+    key = ena_fixed_rss_key;
+    _caps.notes.push_back("RSS key not readable on ENA: assuming the fixed-key ENA model");
+  } else {
+    _caps.notes.push_back("RSS key not readable: assuming the programmed key");
+  }
+  // RETA: program round-robin, read back.
+  std::vector<uint16_t> reta = make_reta(_queues, _caps.reta_size ? _caps.reta_size : 128);
+  if (_caps.reta_size) {
+    std::vector<rte_eth_rss_reta_entry64> e(std::max<std::size_t>(1, _caps.reta_size / RTE_ETH_RETA_GROUP_SIZE));
+    for (std::size_t i = 0; i < _caps.reta_size; ++i) {
+      e[i / RTE_ETH_RETA_GROUP_SIZE].mask |= uint64_t(1) << (i % RTE_ETH_RETA_GROUP_SIZE);
+      e[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE] = reta[i];
+    }
+    _caps.reta_programmed = rte_eth_dev_rss_reta_update(_id, e.data(), _caps.reta_size) == 0;
+    for (auto& g : e) {
+      g.mask = ~uint64_t(0);
+      std::memset(g.reta, 0, sizeof g.reta);
+    }
+    if (rte_eth_dev_rss_reta_query(_id, e.data(), _caps.reta_size) == 0) {
+      _caps.reta_read_back = true;
+      for (std::size_t i = 0; i < _caps.reta_size; ++i)
+        reta[i] = e[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE];
+    }
+    if (!_caps.reta_programmed) _caps.notes.push_back("RETA not programmable: using the device's");
+  }
+  _rss.emplace(model, key, std::move(reta));
+}
+
+port::~port() {
+  rte_eth_dev_stop(_id);
+  rte_eth_dev_close(_id);
+  if (_probed) {
+    auto name = device_name(_device);
+    rte_eal_hotplug_remove("vdev", name.c_str());
+  }
+  for (auto* mp : _pools) rte_mempool_free(mp);
+}
+
+uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
+  uint16_t got = rte_eth_rx_burst(_id, queue, pkts, n);
+  if (got) {
+    auto& s = _qstats[queue].s;
+    s.rx_packets += got;
+    for (uint16_t i = 0; i < got; ++i) s.rx_bytes += rte_pktmbuf_pkt_len(pkts[i]);
+  }
+  return got;
+}
+
+uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
+  auto& q = _qstats[queue];
+  if (_shared_tx) rte_spinlock_lock(&q.tx_lock);
+  uint16_t sent = rte_eth_tx_burst(_id, queue, pkts, n);
+  q.s.tx_packets += sent;
+  for (uint16_t i = 0; i < sent; ++i) q.s.tx_bytes += rte_pktmbuf_pkt_len(pkts[i]);
+  if (sent < n) ++q.s.tx_full;
+  if (_shared_tx) rte_spinlock_unlock(&q.tx_lock);
+  return sent;
+}
+
+std::string port::describe() const {
+  auto yn = [](bool b) { return b ? "yes" : "no"; };
+  std::string s = fmt::format(
+      "port {} ({}), driver {}, MAC {}\n"
+      "  queues        : {} RX/TX pairs (device max {}/{})\n"
+      "  RX offloads   : ipv4-cksum {}, udp-cksum {}, rss-hash {}\n"
+      "  TX offloads   : ipv4-cksum {}, udp-cksum {}, fast-free {}, multi-seg {} "
+      "(missing ones done in software)\n"
+      "  RSS           : mode {}, device hashes UDP {}, key programmed {} (read back {}), "
+      "RETA {} entries programmed {} (read back {})\n"
+      "  RSS model     : {}",
+      _id, _device, _caps.driver, _mac.str(), _queues, _caps.max_rx_queues, _caps.max_tx_queues,
+      yn(_caps.rx_ipv4_cksum), yn(_caps.rx_udp_cksum), yn(_caps.rx_rss_hash),
+      yn(_caps.tx_ipv4_cksum), yn(_caps.tx_udp_cksum), yn(_caps.tx_fast_free),
+      yn(_caps.tx_multi_seg), to_string(_mode), yn(_caps.rss_udp), yn(_caps.key_programmed),
+      yn(_caps.key_read_back), _caps.reta_size, yn(_caps.reta_programmed),
+      yn(_caps.reta_read_back), _rss ? _rss->describe() : "none");
+  for (const auto& n : _caps.notes) s += "\n  note          : " + n;
+  return s;
+}
+
+}  // namespace machnet::net
