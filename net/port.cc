@@ -176,6 +176,18 @@ void port::configure(const port_config& cfg) {
   rte_ether_addr ea;
   rte_eth_macaddr_get(_id, &ea);
   std::memcpy(_mac.b.data(), ea.addr_bytes, 6);
+  if (cfg.mac && *cfg.mac != _mac) {
+    std::memcpy(ea.addr_bytes, cfg.mac->b.data(), 6);
+    int rc = rte_eth_dev_default_mac_addr_set(_id, &ea);
+    if (rc == -ENOTSUP) {
+      // Virtual links (ring, memif) don't filter by MAC: use it in software.
+      _caps.notes.push_back(fmt::format("device cannot change its MAC ({}): using {} in software",
+                                        _mac.str(), cfg.mac->str()));
+    } else if (rc != 0) {
+      fail(_device, fmt::format("cannot set MAC {}", cfg.mac->str()), rc);
+    }
+    _mac = *cfg.mac;
+  }
   program_rss(cfg);
 }
 

@@ -56,6 +56,8 @@ struct port_config {
   /// software RSS (computed). The RETA spreads `queues` round-robin.
   rss_key key = mlx5_default_rss_key;
   std::size_t reta_size = 128;
+  /// Set this MAC on the device (else the device's own is used).
+  std::optional<mac_addr> mac;
   /// Put the device in promiscuous mode (not needed on cloud vNICs).
   bool promiscuous = false;
   eal_config eal;

@@ -1,0 +1,195 @@
+// engine: the per-shard packet engine — a poller on the shard's reactor that
+// receives a burst from its queue, parses it, answers ARP and ping, demuxes
+// UDP by flow tuple to handlers, and sends batched packets once per loop turn.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "machnet/net/arp_cache.hh"
+#include "machnet/net/port.hh"
+#include "machnet/net/proto.hh"
+#include "machnet/net/rss.hh"
+#include "machnet/net/types.hh"
+#include "machnet/runtime/poller.hh"
+
+struct rte_mbuf;
+struct rte_ring;
+
+namespace machnet {
+class reactor;
+}
+
+namespace machnet::net {
+
+class engine;
+
+/// Per-host settings shared by the engines of one port.
+struct engine_config {
+  ipv4_addr ip;
+  /// Compute UDP checksums on TX (offloaded when the device can).
+  bool udp_checksum = true;
+  /// Answer ICMP echo requests for our address.
+  bool answer_ping = true;
+  /// Announce our address with a gratuitous ARP when the queue-0 engine starts.
+  bool gratuitous_arp = true;
+  /// Packets waiting for ARP resolution, per engine.
+  std::size_t arp_pending_max = 1024;
+  /// Without RX interrupts an idle shard may still sleep this long between
+  /// polls of the NIC queue (adaptive/sleep poll modes).
+  uint64_t idle_rx_poll_us = 200;
+  arp_resolver::config arp;
+};
+
+/// Counters of one engine (read on its shard, or after it stopped).
+struct engine_counters {
+  uint64_t rx_packets = 0, rx_bytes = 0;
+  uint64_t tx_packets = 0, tx_bytes = 0;
+  uint64_t tx_dropped = 0;           // TX queue full and the batch buffer too
+  uint64_t tx_no_mbuf = 0;           // mempool empty
+  uint64_t udp_delivered = 0;
+  uint64_t udp_no_handler = 0;       // no flow and no listener: dropped
+  uint64_t rx_wrong_queue = 0;       // arrived on a queue the RSS model doesn't predict
+  uint64_t handed_off = 0;           // sent to the owning shard in software
+  uint64_t handoff_received = 0;
+  uint64_t handoff_dropped = 0;      // owner's hand-off ring full
+  uint64_t arp_requests_answered = 0, arp_requests_sent = 0, arp_replies_received = 0;
+  uint64_t arp_failed = 0;           // resolution gave up: queued packets dropped
+  uint64_t icmp_echo_answered = 0;
+  drop_counters drops;
+};
+
+/// Receives the UDP datagrams of a flow or a listening port.
+class udp_handler {
+ public:
+  virtual ~udp_handler() = default;
+  /// `m` is handed over (free it with rte_pktmbuf_free or keep it); `p` holds
+  /// the parsed headers: payload at rte_pktmbuf_mtod(m) + p.payload_offset.
+  virtual void on_udp(engine& e, rte_mbuf* m, const parse_result& p) = 0;
+};
+
+/// The engines of one port, one per shard: software hand-off rings and the
+/// software RSS over shards. Created before the engines, on any thread.
+class engine_group {
+ public:
+  engine_group(port& p, unsigned shards, engine_config cfg);
+  engine_group(const engine_group&) = delete;
+  engine_group& operator=(const engine_group&) = delete;
+  ~engine_group();
+
+  port& dev() noexcept { return _port; }
+  unsigned shards() const noexcept { return unsigned(_engines.size()); }
+  const engine_config& config() const noexcept { return _cfg; }
+  arp_cache& arp() noexcept { return _arp; }
+  /// The shard that owns the packets we receive on flow `f`.
+  unsigned owner_of(const flow_tuple& f) const noexcept;
+  engine* engine_of(unsigned shard) const noexcept { return _engines[shard]; }
+
+ private:
+  friend class engine;
+  port& _port;
+  engine_config _cfg;
+  arp_cache _arp;
+  rss_config _shard_rss;  // software RETA over shards (software mode)
+  std::vector<engine*> _engines;
+  std::vector<rte_ring*> _handoff;
+};
+
+enum class send_status : uint8_t {
+  queued,         ///< in this turn's TX batch
+  awaiting_arp,   ///< held until the peer's MAC is known
+  arp_failed,     ///< the peer did not answer ARP: dropped
+  no_buffer,      ///< no mbuf or pending room: dropped
+};
+const char* to_string(send_status s) noexcept;
+
+class engine final : public pollfn {
+ public:
+  static constexpr uint16_t rx_burst_size = 32;
+  static constexpr uint16_t tx_batch_size = 64;
+
+  /// Serves shard `shard` of `group`; must be constructed on that shard (it
+  /// registers itself as a poller there). The shard uses queue `shard` if the
+  /// port has one, else it receives by hand-off and sends on a shared queue.
+  engine(engine_group& group, unsigned shard);
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+  ~engine() override;
+
+  /// Delivers datagrams to local port `local_port` from any remote (listeners
+  /// are per shard: register on every shard). False if taken.
+  bool listen(uint16_t local_port, udp_handler* h);
+  void unlisten(uint16_t local_port);
+  /// Delivers the datagrams of exactly `f` (takes precedence over listeners).
+  bool attach(const flow_tuple& f, udp_handler* h);
+  void detach(const flow_tuple& f);
+
+  /// An mbuf with Eth/IPv4/UDP headers for `f` and `payload_len` bytes of room
+  /// at payload(m); nullptr if the pool is empty.
+  rte_mbuf* alloc_udp(const flow_tuple& f, uint16_t payload_len);
+  static uint8_t* payload(rte_mbuf* m) noexcept;
+  /// Finishes (MACs, checksum) and queues a packet from alloc_udp for `f`.
+  /// The engine owns `m` afterwards, whatever the status.
+  send_status send(rte_mbuf* m, const flow_tuple& f);
+  /// Copies `len` bytes into a new packet and sends it.
+  send_status send_udp(const flow_tuple& f, const void* data, uint16_t len);
+  /// Pushes the TX batches to the device (the poller does this every turn).
+  void flush();
+
+  /// The RX queue the peer will deliver our packets of `f` to (emulated RSS:
+  /// the TX queue we use), or our own queue.
+  uint16_t tx_queue_for(const flow_tuple& f) const noexcept;
+
+  unsigned shard() const noexcept { return _shard; }
+  bool owns_queue() const noexcept { return _own_queue; }
+  ipv4_addr ip() const noexcept { return _group._cfg.ip; }
+  mac_addr mac() const noexcept { return _group._port.mac(); }
+  engine_group& group() noexcept { return _group; }
+  const engine_counters& counters() const noexcept { return _c; }
+
+  // pollfn
+  bool poll() override;
+  bool pure_poll() override;
+  uint64_t max_sleep_us() const override { return _own_queue ? _group._cfg.idle_rx_poll_us : UINT64_MAX; }
+
+ private:
+  void rx_one(rte_mbuf* m);
+  void deliver_udp(rte_mbuf* m, const parse_result& p);
+  void handle_arp(rte_mbuf* m, const parse_result& p);
+  bool enqueue_tx(uint16_t q, rte_mbuf* m);
+  void send_arp_request(ipv4_addr target);
+  void poll_arp();
+  void finish_and_queue(rte_mbuf* m, const flow_tuple& f, mac_addr dst);
+
+  engine_group& _group;
+  port& _port;
+  unsigned _shard;
+  uint16_t _queue;      // RX queue (when _own_queue) and default TX queue
+  bool _own_queue;
+  reactor* _reactor;
+  rte_mempool* _pool;
+  engine_counters _c;
+  bool _announced = false;
+
+  std::unordered_map<flow_tuple, udp_handler*, flow_tuple_hash> _flows;
+  std::unordered_map<uint16_t, udp_handler*> _listeners;
+
+  struct tx_batch {
+    std::array<rte_mbuf*, tx_batch_size> pkts;
+    uint16_t n = 0;
+  };
+  std::vector<tx_batch> _tx;  // one per port queue
+
+  arp_resolver _resolver;
+  struct waiting {
+    rte_mbuf* m;
+    flow_tuple f;
+  };
+  std::unordered_map<uint32_t, std::vector<waiting>> _arp_wait;  // by remote IP
+  std::size_t _arp_wait_count = 0;
+};
+
+}  // namespace machnet::net
