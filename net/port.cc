@@ -273,6 +273,11 @@ uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   return sent;
 }
 
+bool port::link_up() const noexcept {
+  rte_eth_link l{};
+  return rte_eth_link_get_nowait(_id, &l) == 0 && l.link_status == RTE_ETH_LINK_UP;
+}
+
 std::string port::describe() const {
   auto yn = [](bool b) { return b ? "yes" : "no"; };
   std::string s = fmt::format(

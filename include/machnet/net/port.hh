@@ -110,6 +110,9 @@ class port {
 
   const port_queue_stats& stats(uint16_t queue) const noexcept { return _qstats[queue].s; }
 
+  /// Whether the link is up (memif and vhost connect asynchronously).
+  bool link_up() const noexcept;
+
   /// The start-up report: device, queues, offloads, RSS programmed or not.
   std::string describe() const;
 

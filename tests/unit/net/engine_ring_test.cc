@@ -16,9 +16,11 @@
 #include "machnet/net/ring_link.hh"
 #include "machnet/runtime/smp.hh"
 #include "machnet/runtime/when_all.hh"
+#include "echo_hosts.hh"
 
 using namespace machnet;
 using namespace machnet::net;
+using namespace machnet::net::test;
 using namespace std::chrono_literals;
 
 namespace {
@@ -34,42 +36,6 @@ port_config ring_port_cfg(uint16_t queues, uint8_t host) {
   return c;
 }
 
-// Host B: records where each datagram arrived and echoes it back.
-struct echo_server : udp_handler {
-  uint64_t received = 0, misplaced = 0;
-  void on_udp(engine& e, rte_mbuf* m, const parse_result& p) override {
-    flow_tuple f = p.rx_flow();
-    ++received;
-    if (e.group().owner_of(f) != e.shard()) ++misplaced;
-    e.send_udp(f, rte_pktmbuf_mtod(m, uint8_t*) + p.payload_offset, p.payload_len);
-    rte_pktmbuf_free(m);
-  }
-};
-
-// Host A: counts echoes; they must come back to the shard that sent them.
-struct echo_client : udp_handler {
-  uint64_t received = 0, misplaced = 0, corrupt = 0;
-  unsigned expect_shard = 0;
-  void on_udp(engine& e, rte_mbuf* m, const parse_result& p) override {
-    ++received;
-    if (e.shard() != expect_shard) ++misplaced;
-    uint32_t tag;
-    if (p.payload_len != sizeof tag) ++corrupt;
-    else {
-      std::memcpy(&tag, rte_pktmbuf_mtod(m, uint8_t*) + p.payload_offset, sizeof tag);
-      if (tag != 0xC0FFEE00u + e.shard()) ++corrupt;
-    }
-    rte_pktmbuf_free(m);
-  }
-};
-
-struct shard_state {
-  std::unique_ptr<engine> a, b;
-  echo_server server;
-  echo_client client;
-  std::vector<flow_tuple> flows;
-};
-
 }  // namespace
 
 TEST_CASE("two hosts over a ring link, 2 queues x 2 shards, emulated RSS: packets land on owners") {
@@ -84,71 +50,37 @@ TEST_CASE("two hosts over a ring link, 2 queues x 2 shards, emulated RSS: packet
   ca.ip = ip_a;
   cb.ip = ip_b;
   engine_group ga(pa, shards, ca), gb(pb, shards, cb);
-  std::array<shard_state, shards> st;
+  std::vector<client_side> cs(shards);
+  std::array<echo_server, shards> servers;
+  std::array<std::unique_ptr<engine>, shards> server_engines;
 
-  std::vector<reactor_config> rc(shards);
-  smp s(rc);
+  smp s{std::vector<reactor_config>(shards)};
   int rc_main = s.run([&]() -> task<int> {
     for (unsigned i = 0; i < shards; ++i)
       co_await submit_to(i, [&, i] {
-        auto& x = st[i];
-        x.a = std::make_unique<engine>(ga, i);
-        x.b = std::make_unique<engine>(gb, i);
-        x.b->listen(9000, &x.server);
-        x.client.expect_shard = i;
-        source_port_allocator alloc(pa.rss(), uint16_t(i));
-        for (unsigned k = 0; k < flows_per_shard; ++k) {
-          auto pick = alloc.allocate(ip_a, ip_b, 9000);
-          REQUIRE(pick);
-          flow_tuple f{ip_a, ip_b, pick.port, 9000};
-          x.flows.push_back(f);
-          x.a->attach(f, &x.client);
-        }
+        server_engines[i] = std::make_unique<engine>(gb, i);
+        server_engines[i]->listen(9000, &servers[i]);
       });
-    // Every shard sends `rounds` datagrams on each of its flows.
-    std::vector<task<void>> senders;
-    for (unsigned i = 0; i < shards; ++i)
-      senders.push_back([](shard_state* x, unsigned i) -> task<void> {
-        co_await submit_to(i, [x, i]() -> task<void> {
-          uint32_t tag = 0xC0FFEE00u + i;
-          for (unsigned r = 0; r < rounds; ++r) {
-            for (auto& f : x->flows) x->a->send_udp(f, &tag, sizeof tag);
-            co_await sleep(1ms);
-          }
-        });
-      }(&st[i], i));
-    co_await when_all(std::move(senders));
-    // Wait (bounded) for the echoes.
-    for (int wait = 0; wait < 500; ++wait) {
-      uint64_t got = 0;
-      for (unsigned i = 0; i < shards; ++i)
-        got += co_await submit_to(i, [&, i] { return st[i].client.received; });
-      if (got == uint64_t(shards) * flows_per_shard * rounds) break;
-      co_await sleep(10ms);
-    }
-    for (unsigned i = 0; i < shards; ++i)
-      co_await submit_to(i, [&, i] {
-        st[i].a.reset();
-        st[i].b.reset();
-      });
+    co_await run_clients(ga, cs, ip_a, ip_b, 9000, flows_per_shard, rounds);
+    for (unsigned i = 0; i < shards; ++i) co_await submit_to(i, [&, i] { server_engines[i].reset(); });
     co_return 0;
   });
   REQUIRE(rc_main == 0);
   uint64_t server_rx = 0, client_rx = 0;
   for (unsigned i = 0; i < shards; ++i) {
     INFO("shard " << i);
-    CHECK(st[i].server.misplaced == 0);
-    CHECK(st[i].client.misplaced == 0);
-    CHECK(st[i].client.corrupt == 0);
-    CHECK(st[i].client.received == flows_per_shard * rounds);
-    server_rx += st[i].server.received;
-    client_rx += st[i].client.received;
+    CHECK(servers[i].misplaced == 0);
+    CHECK(cs[i].client.misplaced == 0);
+    CHECK(cs[i].client.corrupt == 0);
+    CHECK(cs[i].client.received == flows_per_shard * rounds);
+    server_rx += servers[i].received;
+    client_rx += cs[i].client.received;
   }
   REQUIRE(server_rx == uint64_t(shards) * flows_per_shard * rounds);
   REQUIRE(client_rx == server_rx);
   // Both of B's shards did receive traffic (the RSS model spreads flows).
-  REQUIRE(st[0].server.received > 0);
-  REQUIRE(st[1].server.received > 0);
+  REQUIRE(servers[0].received > 0);
+  REQUIRE(servers[1].received > 0);
 }
 
 TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
