@@ -16,6 +16,7 @@
 #include "machnet/runtime/clock.hh"
 #include "machnet/runtime/log.hh"
 #include "machnet/runtime/reactor.hh"
+#include "machnet/runtime/smp.hh"
 
 namespace machnet::net {
 
@@ -84,6 +85,7 @@ engine::engine(engine_group& group, unsigned shard)
       _own_queue(shard < group._port.queues()),
       _reactor(&reactor::local()),
       _pool(group._port.pool(_queue)),
+      _verify_left(group._cfg.rss_verify_packets),
       _tx(group._port.queues()),
       _resolver(group._cfg.arp) {
   if (shard >= group._engines.size())
@@ -91,6 +93,7 @@ engine::engine(engine_group& group, unsigned shard)
                                             group._engines.size()));
   if (group._engines[shard]) throw std::logic_error(fmt::format("engine: shard {} taken", shard));
   eal_register_thread();
+  if (_verify_left) _verifier.emplace(_port.rss());
   group._engines[shard] = this;
   _reactor->register_poller(this);
 }
@@ -335,6 +338,11 @@ void engine::rx_one(rte_mbuf* m) {
       return;
     }
     case frame_kind::udp: {
+      if ((_verify_left || _rss_failed) && !verify_rss(m, p)) {
+        ++_c.rss_refused;
+        rte_pktmbuf_free(m);
+        return;
+      }
       flow_tuple f = p.rx_flow();
       if (_port.mode() == rss_mode::software) {
         unsigned owner = _group.owner_of(f);
@@ -355,6 +363,34 @@ void engine::rx_one(rte_mbuf* m) {
       return;
     }
   }
+}
+
+// The start-up check of the RSS model: while packets carrying a device hash
+// keep matching the model, count them; on the first mismatch refuse to run
+// rather than lose flows silently.
+bool engine::verify_rss(const rte_mbuf* m, const parse_result& p) {
+  if (_rss_failed) return false;
+  if (!(m->ol_flags & RTE_MBUF_F_RX_RSS_HASH)) return true;
+  --_verify_left;
+  auto v = _verifier->observe(p.src_ip, p.dst_ip, p.src_port, p.dst_port, m->hash.rss, true);
+  if (v != rss_verdict::mismatch) {
+    ++_c.rss_verified;
+    return true;
+  }
+  _rss_failed = true;
+  std::string msg = fmt::format(
+      "port {} shard {}: RSS verification failed: {}. Refusing to run: flows would be lost "
+      "silently. Program a key the device accepts, ask for UDP ports in the hash, or run with "
+      "emulated/software RSS.",
+      _port.id(), _shard, _verifier->message());
+  if (_group._cfg.on_rss_mismatch) {
+    _group._cfg.on_rss_mismatch(msg);
+  } else {
+    log::error("{}", msg);
+    if (auto* s = smp::instance_or_null()) s->stop(78);
+    else _reactor->stop(78);
+  }
+  return false;
 }
 
 bool engine::poll() {

@@ -116,6 +116,8 @@ smp& smp::instance() noexcept {
   return *g_smp;
 }
 
+smp* smp::instance_or_null() noexcept { return g_smp; }
+
 unsigned smp::count() noexcept { return g_smp ? g_smp->_n : 1; }
 
 void smp::enqueue(unsigned from_shard, unsigned to_shard, internal::smp_message* m) {

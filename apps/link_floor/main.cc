@@ -250,7 +250,8 @@ int run_pong(const options& o, endpoint& ep) {
   std::string why = "signal";
   const uint64_t start = machnet::rdtsc();
 
-  if (!o.quiet) fmt::print("pong: ready on {} (MAC {})\n", o.device, ep.port().mac().str());
+  // Always printed: runners wait for this line before starting ping.
+  fmt::print("pong: ready on {} (MAC {})\n", o.device, ep.port().mac().str());
   std::fflush(stdout);
 
   rte_mbuf* in[kBurst];
@@ -358,7 +359,8 @@ int run_pong(const options& o, endpoint& ep) {
         rx_pkts, rx_bytes, secs, mpps, gbps, got_end ? ping_tx : 0, ping_tx_bytes,
         got_end ? loss : 0, loss_pct, rx_warm);
   } else if (!first_tsc) {
-    fmt::print("pong: no frames arrived within {} s; exit: {}\n", o.wait, why);
+    if (why == "no-peer") fmt::print("pong: no frames arrived within {} s\n", o.wait);
+    else fmt::print("pong: no frames arrived; exit: {}\n", why);
     j += ",\"echoed\":0";
   } else {
     fmt::print("pong: rtt {} B frames: echoed {} (+ warm-up); exit: {}\n", frame_size, echoed, why);

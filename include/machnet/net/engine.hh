@@ -4,6 +4,9 @@
 #pragma once
 
 #include <array>
+#include <functional>
+#include <optional>
+#include <string>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -42,6 +45,12 @@ struct engine_config {
   /// polls of the NIC queue (adaptive/sleep poll modes).
   uint64_t idle_rx_poll_us = 200;
   arp_resolver::config arp;
+  /// UDP packets that carry a device RSS hash checked against the model when
+  /// an engine starts; a mismatch refuses to run (see on_rss_mismatch).
+  unsigned rss_verify_packets = 64;
+  /// Called once on a mismatch with the explanation. Default: log the error and
+  /// stop every shard with exit code 78 (EX_CONFIG). Packets are dropped after.
+  std::function<void(const std::string&)> on_rss_mismatch;
 };
 
 /// Counters of one engine (read on its shard, or after it stopped).
@@ -59,6 +68,8 @@ struct engine_counters {
   uint64_t arp_requests_answered = 0, arp_requests_sent = 0, arp_replies_received = 0;
   uint64_t arp_failed = 0;           // resolution gave up: queued packets dropped
   uint64_t icmp_echo_answered = 0;
+  uint64_t rss_verified = 0;         // device hashes that matched the model
+  uint64_t rss_refused = 0;          // packets dropped after an RSS mismatch
   drop_counters drops;
 };
 
@@ -157,6 +168,7 @@ class engine final : public pollfn {
 
  private:
   void rx_one(rte_mbuf* m);
+  bool verify_rss(const rte_mbuf* m, const parse_result& p);
   void deliver_udp(rte_mbuf* m, const parse_result& p);
   void handle_arp(rte_mbuf* m, const parse_result& p);
   bool enqueue_tx(uint16_t q, rte_mbuf* m);
@@ -173,6 +185,9 @@ class engine final : public pollfn {
   rte_mempool* _pool;
   engine_counters _c;
   bool _announced = false;
+  std::optional<rss_verifier> _verifier;
+  unsigned _verify_left;
+  bool _rss_failed = false;
 
   std::unordered_map<flow_tuple, udp_handler*, flow_tuple_hash> _flows;
   std::unordered_map<uint16_t, udp_handler*> _listeners;

@@ -72,6 +72,7 @@ class smp {
   void stop(int exit_code = 0) noexcept;
 
   static smp& instance() noexcept;
+  static smp* instance_or_null() noexcept;
   static unsigned count() noexcept;
   reactor& shard(unsigned i) noexcept { return *_reactors[i]; }
 

@@ -152,3 +152,46 @@ TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
   REQUIRE(c.udp_no_handler == 1);
   rte_mempool_free(mp);
 }
+
+TEST_CASE("device RSS hashes are verified against the model; a mismatch refuses to run") {
+  eal_start({});
+  ring_link link("rl3", 1);
+  port pa(link.port_a(), ring_port_cfg(1, 1));
+  port pb(link.port_b(), ring_port_cfg(1, 2));
+  engine_config ca;
+  ca.ip = ip_a;
+  ca.gratuitous_arp = false;
+  std::string refused;
+  ca.on_rss_mismatch = [&](const std::string& msg) { refused = msg; };
+  engine_group ga(pa, 1, ca);
+  rte_mempool* mp = rte_pktmbuf_pool_create("rss_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+  REQUIRE(mp);
+  // Datagrams from B to A carrying a "device" RSS hash: correct for the first
+  // five, wrong for the sixth, then correct again (still refused).
+  for (int i = 0; i < 8; ++i) {
+    rte_mbuf* m = rte_pktmbuf_alloc(mp);
+    REQUIRE(m);
+    auto* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(udp_headers_len + 4)));
+    uint16_t sport = uint16_t(40000 + i);
+    REQUIRE(build_udp(d, udp_headers_len + 4, mac_addr{{2, 0, 0, 0, 0, 2}}, pa.mac(), ip_b, ip_a,
+                      sport, 9000, 4, true) == udp_headers_len);
+    uint32_t h = pa.rss().hash(ip_b, ip_a, sport, 9000);
+    m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH;
+    m->hash.rss = i == 5 ? h ^ 0x1 : h;
+    REQUIRE(rte_ring_enqueue(link.rx_ring_a(0), m) == 0);
+  }
+  engine_counters c;
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(ga, 0);
+    for (int i = 0; i < 100 && e.counters().rx_packets < 8; ++i) co_await sleep(1ms);
+    c = e.counters();
+    co_return 0;
+  });
+  REQUIRE(c.rx_packets == 8);
+  REQUIRE(c.rss_verified == 5);
+  REQUIRE(c.rss_refused == 3);
+  REQUIRE(c.udp_no_handler == 5);  // the verified ones went on to demux
+  REQUIRE_THAT(refused, Catch::Contains("RSS verification failed") && Catch::Contains("Refusing"));
+  rte_mempool_free(mp);
+}
