@@ -1,4 +1,4 @@
-// link_floor: raw DPDK ping-pong on one queue — the link RTT / stream-rate floor benchmarks divide by.
+// link_floor: raw DPDK ping-pong over one queue — the link floor every benchmark is divided by.
 //
 // Two processes, one per end of a link:
 //   pong  receives bursts; echoes RTT frames back (MACs swapped), counts
@@ -9,18 +9,17 @@
 // Frames carry EtherType 0x88B5 (IEEE local experimental) and a small header;
 // a final END/END_ACK exchange hands pong's counters to ping and tells pong
 // to exit. Pong also exits on its own (idle timeout, time budget, signals).
+#include <fmt/format.h>
 #include <pthread.h>
-#include <rte_ether.h>
 #include <rte_ethdev.h>
+#include <rte_ether.h>
 #include <rte_mbuf.h>
 #include <sched.h>
 #include <signal.h>
 
-#include <boost/program_options.hpp>
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <atomic>
+#include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -94,8 +93,10 @@ std::string json_escape(const std::string& s) {
   std::string o;
   for (char c : s) {
     if (c == '"' || c == '\\') o += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) o += fmt::format("\\u{:04x}", c);
-    else o += c;
+    if (static_cast<unsigned char>(c) < 0x20)
+      o += fmt::format("\\u{:04x}", c);
+    else
+      o += c;
   }
   return o;
 }
@@ -161,7 +162,7 @@ class endpoint {
       rte_eth_link link{};
       if (rte_eth_link_get_nowait(_port->id(), &link) == 0 && link.link_status == RTE_ETH_LINK_UP)
         return true;
-      struct timespec ts{0, 1'000'000};
+      const timespec ts = {0, 1'000'000};
       nanosleep(&ts, nullptr);
     }
     return false;
@@ -262,11 +263,23 @@ int run_pong(const options& o, endpoint& ep) {
     uint64_t now = machnet::rdtsc();
     if (n == 0) {
       if (!first_tsc) {
-        if (now - start > wait_ticks) { why = "no-peer"; break; }
+        if (now - start > wait_ticks) {
+          why = "no-peer";
+          break;
+        }
       } else {
-        if (got_end && now - last_tsc > linger_ticks) { why = "end"; break; }
-        if (now - last_tsc > idle_ticks) { why = "idle"; break; }
-        if (budget_ticks && now - first_tsc > budget_ticks) { why = "time-budget"; break; }
+        if (got_end && now - last_tsc > linger_ticks) {
+          why = "end";
+          break;
+        }
+        if (now - last_tsc > idle_ticks) {
+          why = "idle";
+          break;
+        }
+        if (budget_ticks && now - first_tsc > budget_ticks) {
+          why = "time-budget";
+          break;
+        }
       }
       continue;
     }
@@ -277,7 +290,11 @@ int run_pong(const options& o, endpoint& ep) {
     for (uint16_t i = 0; i < n; ++i) {
       rte_mbuf* m = in[i];
       lf_hdr* h = parse(m);
-      if (!h) { ++other; drop[nd++] = m; continue; }
+      if (!h) {
+        ++other;
+        drop[nd++] = m;
+        continue;
+      }
       auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
       switch (h->kind) {
         case k_stream:
@@ -348,10 +365,11 @@ int run_pong(const options& o, endpoint& ep) {
     double gbps = mpps * avg * 8 / 1e3;
     uint64_t loss = ping_tx > rx_pkts ? ping_tx - rx_pkts : 0;
     double loss_pct = ping_tx ? 100.0 * double(loss) / double(ping_tx) : 0.0;
-    fmt::print("pong: stream {} B frames: received {} frames in {:.3f} s: {:.3f} Mpps, {:.3f} Gbps "
-               "(frame bytes); ping sent {}, lost {} ({:.2f}%); warm-up frames {}; exit: {}\n",
-               frame_size, rx_pkts, secs, mpps, gbps, got_end ? fmt::format("{}", ping_tx) : "?",
-               got_end ? fmt::format("{}", loss) : "?", loss_pct, rx_warm, why);
+    fmt::print(
+        "pong: stream {} B frames: received {} frames in {:.3f} s: {:.3f} Mpps, {:.3f} Gbps "
+        "(frame bytes); ping sent {}, lost {} ({:.2f}%); warm-up frames {}; exit: {}\n",
+        frame_size, rx_pkts, secs, mpps, gbps, got_end ? fmt::format("{}", ping_tx) : "?",
+        got_end ? fmt::format("{}", loss) : "?", loss_pct, rx_warm, why);
     j += fmt::format(
         ",\"rx_packets\":{},\"rx_bytes\":{},\"seconds\":{:.6f},\"mpps\":{:.4f},\"gbps\":{:.4f},"
         "\"ping_tx_packets\":{},\"ping_tx_bytes\":{},\"loss_packets\":{},\"loss_pct\":{:.4f},"
@@ -359,8 +377,10 @@ int run_pong(const options& o, endpoint& ep) {
         rx_pkts, rx_bytes, secs, mpps, gbps, got_end ? ping_tx : 0, ping_tx_bytes,
         got_end ? loss : 0, loss_pct, rx_warm);
   } else if (!first_tsc) {
-    if (why == "no-peer") fmt::print("pong: no frames arrived within {} s\n", o.wait);
-    else fmt::print("pong: no frames arrived; exit: {}\n", why);
+    if (why == "no-peer")
+      fmt::print("pong: no frames arrived within {} s\n", o.wait);
+    else
+      fmt::print("pong: no frames arrived; exit: {}\n", why);
     j += ",\"echoed\":0";
   } else {
     fmt::print("pong: rtt {} B frames: echoed {} (+ warm-up); exit: {}\n", frame_size, echoed, why);
@@ -466,8 +486,10 @@ int run_ping_rtt(ping_ctx& c) {
       bool ok = false;
       for (uint16_t i = 0; i < n; ++i) {
         lf_hdr* h = parse(in[i]);
-        if (h && h->kind == k_rtt && h->seq == s) ok = true;
-        else ++stale;
+        if (h && h->kind == k_rtt && h->seq == s)
+          ok = true;
+        else
+          ++stale;
       }
       if (n) rte_pktmbuf_free_bulk(in, n);
       if (ok) return std::max<uint64_t>(t1 - t0, 1);
@@ -485,8 +507,10 @@ int run_ping_rtt(ping_ctx& c) {
   while (done < count && !stopping()) {
     uint64_t t = one(0);
     ++done;
-    if (t) ticks.push_back(t);
-    else ++lost;
+    if (t)
+      ticks.push_back(t);
+    else
+      ++lost;
     if (t_cap && (done & 63) == 0 && machnet::rdtsc() - t_start > t_cap) break;
   }
   double secs = double(machnet::rdtsc() - t_start) / double(clk.hz());
@@ -495,18 +519,20 @@ int run_ping_rtt(ping_ctx& c) {
 
   fmt::print("ping: rtt {} B over {} ({}): {} round trips in {:.2f} s, {} lost\n", o.size, o.device,
              c.ep.port().caps().driver, ticks.size(), secs, lost);
-  fmt::print("ping: RTT us: min {:.3f}  p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  "
-             "mean {:.3f}\n",
-             q.min, q.p50, q.p90, q.p99, q.p999, q.max, q.mean);
+  fmt::print(
+      "ping: RTT us: min {:.3f}  p50 {:.3f}  p90 {:.3f}  p99 {:.3f}  p99.9 {:.3f}  max {:.3f}  "
+      "mean {:.3f}\n",
+      q.min, q.p50, q.p90, q.p99, q.p999, q.max, q.mean);
   if (!pong) fmt::print("ping: pong did not acknowledge the end of the run\n");
-  std::string j = "{" + json_common(o, c.ep, "rtt", o.size) +
-                  fmt::format(",\"count\":{},\"lost\":{},\"stale\":{},\"seconds\":{:.6f},"
-                              "\"warmup_s\":{},\"pong_echoed\":{},\"rtt_us\":{{\"min\":{:.4f},"
-                              "\"p50\":{:.4f},\"p90\":{:.4f},\"p99\":{:.4f},\"p999\":{:.4f},"
-                              "\"max\":{:.4f},\"mean\":{:.4f}}}}}",
-                              ticks.size(), lost, stale, secs, o.warmup,
-                              pong ? static_cast<int64_t>(pong->first) : -1, q.min, q.p50, q.p90,
-                              q.p99, q.p999, q.max, q.mean);
+  std::string j =
+      "{" + json_common(o, c.ep, "rtt", o.size) +
+      fmt::format(
+          ",\"count\":{},\"lost\":{},\"stale\":{},\"seconds\":{:.6f},"
+          "\"warmup_s\":{},\"pong_echoed\":{},\"rtt_us\":{{\"min\":{:.4f},"
+          "\"p50\":{:.4f},\"p90\":{:.4f},\"p99\":{:.4f},\"p999\":{:.4f},"
+          "\"max\":{:.4f},\"mean\":{:.4f}}}}}",
+          ticks.size(), lost, stale, secs, o.warmup, pong ? static_cast<int64_t>(pong->first) : -1,
+          q.min, q.p50, q.p90, q.p99, q.p999, q.max, q.mean);
   write_json(o.json, j);
   return ticks.empty() ? 1 : 0;
 }
@@ -567,26 +593,28 @@ int run_ping_stream(ping_ctx& c) {
   bytes = sent * o.size;
   // Let the receiver drain before END, so END doesn't overtake nothing and
   // pong's window closes on the last data frame.
-  struct timespec ts{0, 20'000'000};
+  const timespec ts = {0, 20'000'000};
   nanosleep(&ts, nullptr);
   auto pong = finish(c, sent, bytes);
 
   double mpps = secs > 0 ? double(sent) / secs / 1e6 : 0;
   double gbps = mpps * double(o.size) * 8 / 1e3;
-  fmt::print("ping: stream {} B over {} ({}): sent {} frames in {:.3f} s: {:.3f} Mpps, {:.3f} Gbps "
-             "offered; device full {} times\n",
-             o.size, o.device, c.ep.port().caps().driver, sent, secs, mpps, gbps, full);
+  fmt::print(
+      "ping: stream {} B over {} ({}): sent {} frames in {:.3f} s: {:.3f} Mpps, {:.3f} Gbps "
+      "offered; device full {} times\n",
+      o.size, o.device, c.ep.port().caps().driver, sent, secs, mpps, gbps, full);
   if (pong)
     fmt::print("ping: pong received {} ({:.2f}% lost)\n", pong->first,
                sent ? 100.0 * double(sent - std::min(sent, pong->first)) / double(sent) : 0.0);
   else
     fmt::print("ping: pong did not acknowledge the end of the run\n");
-  std::string j = "{" + json_common(o, c.ep, "stream", o.size) +
-                  fmt::format(",\"tx_packets\":{},\"tx_bytes\":{},\"seconds\":{:.6f},"
-                              "\"tx_mpps\":{:.4f},\"tx_gbps\":{:.4f},\"tx_full\":{},"
-                              "\"pong_rx_packets\":{}}}",
-                              sent, bytes, secs, mpps, gbps, full,
-                              pong ? static_cast<int64_t>(pong->first) : -1);
+  std::string j =
+      "{" + json_common(o, c.ep, "stream", o.size) +
+      fmt::format(
+          ",\"tx_packets\":{},\"tx_bytes\":{},\"seconds\":{:.6f},"
+          "\"tx_mpps\":{:.4f},\"tx_gbps\":{:.4f},\"tx_full\":{},"
+          "\"pong_rx_packets\":{}}}",
+          sent, bytes, secs, mpps, gbps, full, pong ? static_cast<int64_t>(pong->first) : -1);
   write_json(o.json, j);
   return sent ? 0 : 1;
 }
@@ -598,7 +626,8 @@ int run_ping(const options& o, endpoint& ep) {
     return 3;
   }
   if (!probe(c)) {
-    fmt::print(stderr, "link_floor ping: no answer from pong on {} within {} s (is pong running?)\n",
+    fmt::print(stderr,
+               "link_floor ping: no answer from pong on {} within {} s (is pong running?)\n",
                o.device, o.wait);
     return 3;
   }
@@ -619,30 +648,28 @@ options parse_options(int argc, char** argv) {
       "  ping: link_floor --role ping --device 'net_memif0,role=client,socket=/tmp/lf.sock,"
       "socket-abstract=no' --mode rtt\n"
       "Options");
-  d.add_options()
-      ("help,h", "this help")
-      ("role", po::value(&o.role)->required(), "ping | pong")
-      ("device", po::value(&o.device)->required(), "DPDK device string (vdev or PCI address)")
-      ("mode", po::value(&o.mode)->default_value("rtt"),
-       "ping: rtt (one frame in flight) | stream (bursts of 32, pong counts); pong serves both")
-      ("size", po::value(&o.size)->default_value(64), "frame bytes without FCS (60..1514)")
-      ("count", po::value(&o.count)->default_value(0),
-       "rtt: measured round trips (0 = 100000); stream: frames to send (0 = until --duration)")
-      ("duration", po::value(&o.duration)->default_value(-1),
-       "seconds: stream: how long to send (default 2); rtt: cap on the measured phase "
-       "(default 10); pong: time budget after the first frame is warm-up + this + --idle "
-       "(default 10; 0 = none)")
-      ("warmup", po::value(&o.warmup)->default_value(0.5), "seconds of unmeasured traffic first")
-      ("idle", po::value(&o.idle)->default_value(1.0),
-       "pong: exit when nothing arrived for this many seconds (after the first frame)")
-      ("wait", po::value(&o.wait)->default_value(20.0),
-       "seconds to wait for the peer (pong: first frame; ping: link up and pong's answer)")
-      ("timeout-us", po::value(&o.timeout_us)->default_value(10000),
-       "rtt: a round trip taking longer than this counts as lost")
-      ("core", po::value(&o.core)->default_value(-1), "pin the polling thread to this CPU")
-      ("json", po::value(&o.json), "write the results as JSON to this file")
-      ("eal-arg", po::value(&o.eal_args)->composing(), "extra EAL argument (repeatable)")
-      ("quiet,q", po::bool_switch(&o.quiet), "no start-up report");
+  d.add_options()("help,h", "this help")("role", po::value(&o.role)->required(), "ping | pong")(
+      "device", po::value(&o.device)->required(), "DPDK device string (vdev or PCI address)")(
+      "mode", po::value(&o.mode)->default_value("rtt"),
+      "ping: rtt (one frame in flight) | stream (bursts of 32, pong counts); pong serves both")(
+      "size", po::value(&o.size)->default_value(64), "frame bytes without FCS (60..1514)")(
+      "count", po::value(&o.count)->default_value(0),
+      "rtt: measured round trips (0 = 100000); stream: frames to send (0 = until --duration)")(
+      "duration", po::value(&o.duration)->default_value(-1),
+      "seconds: stream: how long to send (default 2); rtt: cap on the measured phase "
+      "(default 10); pong: time budget after the first frame is warm-up + this + --idle "
+      "(default 10; 0 = none)")("warmup", po::value(&o.warmup)->default_value(0.5),
+                                "seconds of unmeasured traffic first")(
+      "idle", po::value(&o.idle)->default_value(1.0),
+      "pong: exit when nothing arrived for this many seconds (after the first frame)")(
+      "wait", po::value(&o.wait)->default_value(20.0),
+      "seconds to wait for the peer (pong: first frame; ping: link up and pong's answer)")(
+      "timeout-us", po::value(&o.timeout_us)->default_value(10000),
+      "rtt: a round trip taking longer than this counts as lost")(
+      "core", po::value(&o.core)->default_value(-1), "pin the polling thread to this CPU")(
+      "json", po::value(&o.json), "write the results as JSON to this file")(
+      "eal-arg", po::value(&o.eal_args)->composing(), "extra EAL argument (repeatable)")(
+      "quiet,q", po::bool_switch(&o.quiet), "no start-up report");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, d), vm);
   if (vm.count("help")) {
@@ -671,7 +698,7 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "link_floor: {} (see --help)\n", e.what());
     return 2;
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
