@@ -181,6 +181,7 @@ void reactor::watch_fd(int fd) {
 void reactor::unwatch_fd(int fd) { ::epoll_ctl(_epoll_fd, EPOLL_CTL_DEL, fd, nullptr); }
 
 void reactor::wake() noexcept {
+  if (_cfg.mode == poll_mode::busy) return;  // never sleeps: nothing to wake
   // Pairs with the seq_cst store of _sleeping in try_sleep(): either the
   // sleeper sees our published work in its last pure_poll(), or we see it
   // sleeping and kick the eventfd.
@@ -306,7 +307,8 @@ int reactor::run() {
       last_work = now;
       continue;
     }
-    if (_cfg.mode == poll_mode::busy || now - last_work < _idle_tsc) {
+    if (_cfg.mode == poll_mode::busy) continue;
+    if (now - last_work < _idle_tsc) {
       cpu_relax();
       continue;
     }
