@@ -1,0 +1,229 @@
+// flow: one reliable, ordered message connection — its state machine, the
+// sender (segmentation, window, SACK loss recovery, RTO, pacing) and the
+// receiver (reassembly, ACK coalescing, back-pressure). See docs/protocol.md.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <vector>
+
+#include "machnet/net/transport/cc.hh"
+#include "machnet/net/transport/config.hh"
+#include "machnet/net/transport/env.hh"
+#include "machnet/net/transport/header.hh"
+#include "machnet/net/transport/message.hh"
+#include "machnet/net/transport/rtt.hh"
+#include "machnet/net/types.hh"
+#include "machnet/runtime/timer.hh"
+
+namespace machnet::net::transport {
+
+class endpoint;
+
+/// The life of a flow (docs/protocol.md has the picture).
+enum class flow_state : uint8_t {
+  syn_sent,      ///< connector: SYN out, waiting for SYN-ACK
+  syn_received,  ///< acceptor: SYN-ACK out, waiting for ACK or first DATA
+  established,
+  closing,   ///< close() called: sending what is queued, then RST
+  rst_sent,  ///< orderly close: RST out, waiting for its ACK
+  closed,
+};
+const char* to_string(flow_state s) noexcept;
+
+enum class send_result : uint8_t {
+  ok,
+  queue_full,  ///< tx_queue_bytes reached: retry after on_writable
+  too_big,     ///< more than 8 MiB
+  empty,       ///< zero-length message
+  not_open,    ///< closing or closed
+};
+const char* to_string(send_result r) noexcept;
+
+/// Counters of one flow.
+struct flow_stats {
+  uint64_t msgs_sent = 0, msgs_acked = 0, msgs_delivered = 0;
+  uint64_t tx_data = 0, tx_retx = 0, tx_acks = 0, tx_ctrl = 0, tx_alloc_failed = 0;
+  uint64_t rto = 0, fast_retx = 0, probes = 0;
+  uint64_t rx_data = 0, rx_dup = 0, rx_ooo = 0, rx_beyond_window = 0, rx_refused = 0;
+  uint64_t rx_acks = 0, rx_stale_acks = 0, sack_reneged = 0;
+};
+
+/// One flow. Created by endpoint::connect() or by a listener; owned by the
+/// endpoint. Not thread-safe: use it on its shard only.
+class flow {
+ public:
+  flow(const flow&) = delete;
+  flow& operator=(const flow&) = delete;
+  ~flow();
+
+  const flow_tuple& tuple() const noexcept { return _tuple; }
+  flow_state state() const noexcept { return _state; }
+  bool is_connector() const noexcept { return _connector; }
+  /// Open means send() may queue: connecting, established.
+  bool is_open() const noexcept {
+    return _state == flow_state::syn_sent || _state == flow_state::established;
+  }
+
+  /// Queues a whole message; sent once established, in order.
+  send_result send(message m);
+  /// Orderly close: sends what is queued, then RST; on_closed() when the peer
+  /// acknowledged (or on_error() if the queued messages cannot be delivered).
+  void close();
+  /// Immediate close: sends RST, returns every unacked message here (no
+  /// callback follows). Held received messages are dropped.
+  std::vector<message> abort();
+  /// The owner has room again: delivers held messages (on_message) and, if
+  /// packets were refused, tells the sender to resume.
+  void resume_rx();
+
+  /// Bytes of messages queued and not yet acknowledged.
+  std::size_t tx_queued_bytes() const noexcept { return _txq_bytes; }
+  std::size_t tx_queued_messages() const noexcept { return _txq.size(); }
+  /// Bytes of complete messages the owner has not taken.
+  std::size_t rx_held_bytes() const noexcept { return _held_bytes; }
+  const flow_stats& stats() const noexcept { return _stats; }
+  double cwnd() const noexcept { return _cc.cwnd(); }
+  const rtt_estimator& rtt() const noexcept { return _rtt; }
+  const swift_cc& cc() const noexcept { return _cc; }
+  /// Unacknowledged packets in flight (sent, neither acked nor sacked).
+  unsigned packets_in_flight() const noexcept { return _pipe; }
+
+  /// A pointer for the owner (e.g. its channel).
+  void* context() const noexcept { return _context; }
+  void set_context(void* c) noexcept { _context = c; }
+
+ private:
+  friend class endpoint;
+
+  // One packet of the send window [snd_una, snd_nxt): where its bytes live.
+  struct tx_message;
+  struct segment {
+    tx_message* msg = nullptr;
+    uint32_t pkt = 0;       // packet index within the message
+    uint64_t tx_order = 0;  // per-flow transmission counter at the last send
+    uint64_t tx_ns = 0;     // time of the last send
+    uint16_t tx_count = 0;
+    uint8_t state = 0;  // seg_* bits
+  };
+  struct tx_message {
+    message msg;
+    uint32_t npkts = 0;
+  };
+  // One out-of-order packet held by the receiver.
+  struct ooo_slot {
+    uint8_t* buf = nullptr;  // endpoint pool chunk
+    uint16_t len = 0;
+    uint8_t flags = 0;
+    bool present = false;
+  };
+  static constexpr unsigned ring = sack_bitmap::bits;  // 256
+  static constexpr uint8_t seg_sacked = 1, seg_lost = 2;
+
+  flow(endpoint& ep, const flow_tuple& t, bool connector);
+
+  // --- flow.cc: life cycle, handshake, dispatch, failure ---
+  void start_connect(seq_t isn);
+  void start_accept(const header& syn, seq_t isn);
+  void on_packet(const header& h, std::span<const uint8_t> payload);
+  void on_syn_dup(const header& h);
+  void on_rst(const header& h);
+  bool rst_acceptable(const header& h) const noexcept;
+  void become_established_acceptor();
+  void on_rto();
+  void fail(flow_error e);
+  void finish(flow_error e);
+  void complete_finish();
+  void send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts = 0);
+  void heard_from_peer() noexcept;
+  void arm_rto();
+  uint64_t now_ns() const noexcept;
+
+  // --- transport_flow_tx.cc: sender ---
+  void try_send();
+  bool transmit_segment(seq_t s, bool retx);
+  void on_ack(const header& h);
+  void detect_losses();
+  void mark_lost(seq_t s) noexcept;
+  void release_acked_message();
+  void notify_acked();
+  void maybe_send_rst();
+  void maybe_writable();
+  std::vector<message> take_unacked();
+  segment& seg(seq_t s) noexcept { return _segs[s & (ring - 1)]; }
+  bool has_new_data() const noexcept { return _tx_next_msg < _txq.size(); }
+
+  // --- transport_flow_rx.cc: receiver ---
+  void on_data(const header& h, std::span<const uint8_t> payload);
+  bool consume(const uint8_t* p, std::size_t n, uint8_t flags);
+  void deliver(message&& m);
+  void deliver_held();
+  void send_ack();
+  void want_ack(bool now);
+  bool rx_full() const noexcept { return _held_bytes >= _cfg.rx_buffer_bytes; }
+  void release_rx_buffers() noexcept;
+
+  endpoint& _ep;
+  const transport_config& _cfg;
+  flow_tuple _tuple;
+  bool _connector;
+  bool _accepted = false;  // acceptor: owner told (on_accept)
+  flow_state _state;
+  void* _context = nullptr;
+  flow_stats _stats;
+
+  // Sender.
+  seq_t _isn = 0;
+  seq_t _snd_una = 0, _snd_nxt = 0;
+  std::deque<tx_message> _txq;   // front: oldest not fully acked
+  std::vector<message> _acked;   // fully acked by the ACK being processed
+  std::size_t _tx_next_msg = 0;  // _txq index of the next message to start/continue
+  uint32_t _tx_next_pkt = 0;     // next packet within it
+  std::size_t _txq_bytes = 0;
+  bool _want_writable = false;
+  bool _close_requested = false;  // close() before the handshake completed
+  std::array<segment, ring> _segs{};
+  unsigned _pipe = 0;  // sent, not sacked, not lost
+  unsigned _lost = 0;  // marked lost, awaiting retransmission
+  uint64_t _tx_order = 0;
+  seq_t _high_sacked = 0;
+  bool _have_sack = false;
+  seq_t _lost_hint = 0;     // no lost segment below this
+  bool _peer_full = false;  // last ACK said ack_rx_full
+  bool _force_one = false;  // RTO: send one packet past window and pacing
+  uint64_t _next_send_ns = 0;
+  unsigned _retries = 0;
+  uint64_t _last_heard_ns = 0;
+  rtt_estimator _rtt;
+  swift_cc _cc;
+  machnet::timer _rto_timer;
+  machnet::timer _pace_timer;
+
+  // Receiver.
+  seq_t _peer_isn = 0;
+  seq_t _rcv_nxt = 0;
+  std::array<ooo_slot, ring> _ooo{};
+  std::array<uint64_t, 4> _ooo_bits{};  // slot (seq % 256) present
+  unsigned _ooo_count = 0;
+  message _reasm;
+  bool _in_msg = false;
+  std::deque<message> _held;
+  std::size_t _held_bytes = 0;
+  bool _delivering = false;
+  bool _full_signalled = false;  // the last ACK we sent said ack_rx_full
+  unsigned _unacked = 0;         // in-order packets since the last ACK
+  bool _ack_pending = false, _in_ack_list = false;
+  uint64_t _echo_ts = 0, _echo_arrival_ns = 0;
+  machnet::timer _ack_timer;
+
+  // Ending.
+  bool _aborted = false;
+  bool _finishing = false;  // waiting for held messages to drain
+  flow_error _final_error = flow_error::none;
+  std::vector<message> _final_unacked;
+};
+
+}  // namespace machnet::net::transport

@@ -1,0 +1,399 @@
+// transport_flow: a flow's life cycle — handshake, packet dispatch by type,
+// RST, the retransmission timer, close/abort, and failure reporting.
+#include <algorithm>
+
+#include "machnet/net/transport/endpoint.hh"
+#include "machnet/net/transport/flow.hh"
+
+namespace machnet::net::transport {
+
+namespace {
+// Samples above this are garbage (a corrupted or foreign echo).
+constexpr uint64_t max_rtt_sample_ns = 10'000'000'000ull;
+}  // namespace
+
+const char* to_string(flow_state s) noexcept {
+  switch (s) {
+    case flow_state::syn_sent:
+      return "SYN_SENT";
+    case flow_state::syn_received:
+      return "SYN_RECEIVED";
+    case flow_state::established:
+      return "ESTABLISHED";
+    case flow_state::closing:
+      return "CLOSING";
+    case flow_state::rst_sent:
+      return "RST_SENT";
+    case flow_state::closed:
+      return "CLOSED";
+  }
+  return "?";
+}
+
+const char* to_string(send_result r) noexcept {
+  switch (r) {
+    case send_result::ok:
+      return "ok";
+    case send_result::queue_full:
+      return "queue full";
+    case send_result::too_big:
+      return "too big";
+    case send_result::empty:
+      return "empty";
+    case send_result::not_open:
+      return "not open";
+  }
+  return "?";
+}
+
+flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
+    : _ep(ep),
+      _cfg(ep._cfg),
+      _tuple(t),
+      _connector(connector),
+      _state(connector ? flow_state::syn_sent : flow_state::syn_received),
+      _rtt(ep._cfg.initial_rto_us * 1000, ep._cfg.min_rto_us * 1000, ep._cfg.max_rto_us * 1000),
+      _cc(ep._cfg.cc) {
+  // Timer callbacks run from the wheel; the depth count keeps the endpoint
+  // from destroying this flow while its code is on the stack.
+  _rto_timer.set_callback([this] {
+    endpoint::scope g(_ep);
+    on_rto();
+  });
+  _pace_timer.set_callback([this] {
+    endpoint::scope g(_ep);
+    try_send();
+  });
+  _ack_timer.set_callback([this] {
+    endpoint::scope g(_ep);
+    if (_ack_pending && _state != flow_state::closed) send_ack();
+  });
+}
+
+flow::~flow() { release_rx_buffers(); }
+
+uint64_t flow::now_ns() const noexcept { return _ep._env.now_ns(); }
+
+void flow::send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts) {
+  header h;
+  h.flags = f;
+  h.seqno = seqno;
+  h.ackno = ackno;
+  h.timestamp1 = ts;
+  ++_stats.tx_ctrl;
+  if (!_ep.emit(_tuple, h, nullptr, 0)) ++_stats.tx_alloc_failed;
+}
+
+void flow::arm_rto() {
+  uint64_t deadline_us = (now_ns() + _rtt.rto_ns() + 999) / 1000;
+  _rto_timer.arm_at(_ep._env.wheel(), deadline_us);
+}
+
+void flow::heard_from_peer() noexcept {
+  _retries = 0;
+  _last_heard_ns = now_ns();
+}
+
+// --- Handshake ---
+
+void flow::start_connect(seq_t isn) {
+  _isn = isn;
+  _snd_una = isn;
+  _snd_nxt = isn + 1;  // the SYN consumes one
+  _last_heard_ns = now_ns();
+  send_control(net_flag::syn, _isn, 0, now_ns());
+  arm_rto();
+}
+
+void flow::start_accept(const header& syn, seq_t isn) {
+  _peer_isn = syn.seqno;
+  _rcv_nxt = syn.seqno + 1;
+  _isn = isn;
+  _snd_una = isn;
+  _snd_nxt = isn + 1;  // the SYN-ACK consumes one
+  _last_heard_ns = now_ns();
+  // The SYN-ACK echoes the SYN's timestamp: the connector's first RTT sample.
+  send_control(net_flag::syn_ack, _isn, _rcv_nxt, syn.timestamp1);
+  arm_rto();
+}
+
+void flow::on_syn_dup(const header& h) {
+  // Our SYN-ACK was lost (or the SYN duplicated): answer the same way again.
+  send_control(net_flag::syn_ack, _isn, _peer_isn + 1, h.timestamp1);
+}
+
+void flow::become_established_acceptor() {
+  _snd_una = _snd_nxt;
+  _rto_timer.cancel();
+  _rtt.reset_backoff();
+  heard_from_peer();
+  _state = flow_state::established;
+  _accepted = true;
+  _ep._owner.on_accept(*this);
+}
+
+void flow::on_packet(const header& h, std::span<const uint8_t> payload) {
+  switch (h.flags) {
+    case net_flag::data:
+      on_data(h, payload);
+      return;
+    case net_flag::ack:
+      if (_state == flow_state::syn_received) {
+        if (h.ackno == _snd_nxt) become_established_acceptor();
+        return;
+      }
+      if (_state == flow_state::syn_sent) return;
+      on_ack(h);
+      return;
+    case net_flag::syn_ack:
+      if (!_connector) return;
+      if (_state == flow_state::syn_sent) {
+        if (h.ackno != _snd_nxt) return;  // not an answer to our SYN
+        heard_from_peer();
+        _peer_isn = h.seqno;
+        _rcv_nxt = h.seqno + 1;
+        _snd_una = _snd_nxt;
+        uint64_t now = now_ns();
+        if (h.timestamp1 && h.timestamp1 <= now && now - h.timestamp1 < max_rtt_sample_ns)
+          _rtt.sample(now - h.timestamp1);
+        _rtt.reset_backoff();
+        _rto_timer.cancel();
+        _state = flow_state::established;
+        send_control(net_flag::ack, _snd_nxt, _rcv_nxt);
+        _ep._owner.on_connected(*this);
+        if (_state != flow_state::established) return;
+        if (_close_requested) {
+          _state = flow_state::closing;
+          maybe_send_rst();
+        }
+        try_send();
+        return;
+      }
+      // A repeat of the SYN-ACK we got: our ACK was lost, ACK again. Any other
+      // SYN-ACK is stale or garbage (a restarted acceptor only answers SYNs).
+      if ((_state == flow_state::established || _state == flow_state::closing) &&
+          h.seqno == _peer_isn && h.ackno == _isn + 1)
+        send_control(net_flag::ack, _snd_nxt, _rcv_nxt);
+      return;
+    case net_flag::rst:
+      on_rst(h);
+      return;
+    case net_flag::syn:
+      return;  // the endpoint handles SYNs
+  }
+}
+
+// --- RST ---
+
+bool flow::rst_acceptable(const header& h) const noexcept {
+  // In sequence (the reference's rule), or naming a packet we sent (a reply
+  // RST from a peer without the flow, or an abort): docs/protocol.md.
+  if (_state != flow_state::syn_sent && h.seqno == _rcv_nxt) return true;
+  return seq_in_closed(h.ackno, _snd_una, _snd_nxt);
+}
+
+void flow::on_rst(const header& h) {
+  if (_state == flow_state::closed || !rst_acceptable(h)) return;
+  bool in_sequence = _state != flow_state::syn_sent && h.seqno == _rcv_nxt;
+  switch (_state) {
+    case flow_state::syn_sent:
+      fail(flow_error::refused);
+      return;
+    case flow_state::syn_received:
+      fail(flow_error::peer_reset);  // silent: nobody knows this flow yet
+      return;
+    case flow_state::rst_sent:
+      finish(flow_error::none);  // both sides closed at once
+      return;
+    default:
+      break;
+  }
+  if (in_sequence) {
+    // An orderly close by the peer: acknowledge the RST (it consumed h.seqno).
+    send_control(net_flag::ack, _snd_nxt, h.seqno + 1);
+    if (_txq.empty()) {
+      finish(flow_error::none);
+      return;
+    }
+  }
+  fail(flow_error::peer_reset);
+}
+
+// --- Retransmission timer ---
+
+void flow::on_rto() {
+  switch (_state) {
+    case flow_state::syn_sent:
+      ++_stats.rto;
+      if (++_retries > _cfg.max_connect_retries) {
+        fail(flow_error::connect_timeout);
+        return;
+      }
+      _rtt.backoff();
+      send_control(net_flag::syn, _isn, 0, now_ns());
+      arm_rto();
+      return;
+    case flow_state::syn_received:
+      ++_stats.rto;
+      if (++_retries > _cfg.max_syn_ack_retries) {
+        fail(flow_error::timeout);  // silent: nobody knows this flow yet
+        return;
+      }
+      _rtt.backoff();
+      send_control(net_flag::syn_ack, _isn, _rcv_nxt);
+      arm_rto();
+      return;
+    case flow_state::rst_sent:
+      if (++_retries > _cfg.max_rst_retries) {
+        finish(flow_error::none);  // the peer may not ACK RSTs (reference)
+        return;
+      }
+      _rtt.backoff();
+      send_control(net_flag::rst, _snd_nxt - 1, _rcv_nxt);
+      arm_rto();
+      return;
+    case flow_state::established:
+    case flow_state::closing:
+      break;
+    case flow_state::closed:
+      return;
+  }
+  bool outstanding = _snd_una != _snd_nxt;
+  // With nothing in flight the timer only runs to probe a full receiver.
+  if (!outstanding && !(_peer_full && has_new_data())) return;
+  ++_stats.rto;
+  uint64_t now = now_ns();
+  ++_retries;
+  if (_retries > _cfg.max_retries ||
+      (_cfg.fail_timeout_us && now - _last_heard_ns > _cfg.fail_timeout_us * 1000)) {
+    fail(flow_error::timeout);
+    return;
+  }
+  _rtt.backoff();
+  if (!_peer_full) {
+    // Everything still in flight is presumed lost; the window shrinks.
+    _cc.on_rto();
+    for (seq_t s = _snd_una; s != _snd_nxt; ++s)
+      if (seg(s).state == 0) mark_lost(s);
+  } else {
+    // The peer's buffer was full: probe with the oldest packet.
+    ++_stats.probes;
+    if (outstanding && seg(_snd_una).state == 0) mark_lost(_snd_una);
+  }
+  _force_one = true;
+  try_send();
+  _force_one = false;
+  if (_state == flow_state::established || _state == flow_state::closing) arm_rto();
+}
+
+// --- Owner calls ---
+
+send_result flow::send(message m) {
+  endpoint::scope g(_ep);
+  if (!is_open() || _close_requested) return send_result::not_open;
+  if (m.empty()) return send_result::empty;
+  if (m.size() > max_message_size) return send_result::too_big;
+  if (_txq_bytes >= _cfg.tx_queue_bytes) {
+    _want_writable = true;
+    return send_result::queue_full;
+  }
+  _txq_bytes += m.size();
+  auto& tm = _txq.emplace_back();
+  tm.npkts = uint32_t((m.size() + _cfg.mss - 1) / _cfg.mss);
+  tm.msg = std::move(m);
+  ++_stats.msgs_sent;
+  try_send();
+  return send_result::ok;
+}
+
+void flow::close() {
+  endpoint::scope g(_ep);
+  switch (_state) {
+    case flow_state::syn_sent:
+      _close_requested = true;  // close once connected and drained
+      return;
+    case flow_state::established:
+      _state = flow_state::closing;
+      maybe_send_rst();
+      return;
+    default:
+      return;
+  }
+}
+
+std::vector<message> flow::abort() {
+  endpoint::scope g(_ep);
+  if (_state == flow_state::closed) return {};
+  if (_state != flow_state::rst_sent) send_control(net_flag::rst, _snd_nxt, _rcv_nxt);
+  _state = flow_state::closed;
+  _aborted = true;
+  _rto_timer.cancel();
+  _pace_timer.cancel();
+  _ack_timer.cancel();
+  release_rx_buffers();
+  auto v = take_unacked();
+  _ep.retire(*this);
+  return v;
+}
+
+// --- Ending ---
+
+void flow::fail(flow_error e) {
+  if (_state == flow_state::closed) return;
+  if (e == flow_error::protocol_error) send_control(net_flag::rst, _snd_nxt, _rcv_nxt);
+  if (!_connector && !_accepted) {
+    // A half-open accepted flow: its owner never heard of it.
+    _state = flow_state::closed;
+    _rto_timer.cancel();
+    _pace_timer.cancel();
+    _ack_timer.cancel();
+    _ep.retire(*this);
+    return;
+  }
+  finish(e);
+}
+
+void flow::finish(flow_error e) {
+  if (_state == flow_state::closed) return;
+  _state = flow_state::closed;
+  _rto_timer.cancel();
+  _pace_timer.cancel();
+  _ack_timer.cancel();
+  release_rx_buffers();
+  _final_unacked = take_unacked();
+  if (e == flow_error::none && !_final_unacked.empty()) e = flow_error::peer_reset;
+  _final_error = e;
+  _ep.unlink(*this);  // the tuple is free for a new flow
+  if (!_held.empty()) {
+    // Deliver what the owner has not taken yet first (resume_rx), then report.
+    _finishing = true;
+    _ep.keep_zombie(*this);
+    return;
+  }
+  complete_finish();
+}
+
+void flow::complete_finish() {
+  _finishing = false;
+  if (_final_error == flow_error::none)
+    _ep._owner.on_closed(*this);
+  else
+    _ep._owner.on_error(*this, _final_error, std::move(_final_unacked));
+  _ep.retire(*this);
+}
+
+std::vector<message> flow::take_unacked() {
+  std::vector<message> v;
+  v.reserve(_txq.size());
+  for (auto& tm : _txq) v.push_back(std::move(tm.msg));
+  _txq.clear();
+  _txq_bytes = 0;
+  _tx_next_msg = 0;
+  _tx_next_pkt = 0;
+  _segs.fill(segment{});
+  _pipe = _lost = 0;
+  _have_sack = false;
+  return v;
+}
+
+}  // namespace machnet::net::transport
