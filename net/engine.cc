@@ -70,9 +70,12 @@ engine_group::~engine_group() {
   }
 }
 
+const rss_config& engine_group::flow_rss() const noexcept {
+  return _port.mode() == rss_mode::software ? _shard_rss : _port.rss();
+}
+
 unsigned engine_group::owner_of(const flow_tuple& f) const noexcept {
-  if (_port.mode() == rss_mode::software) return _shard_rss.rx_queue_of(f);
-  return _port.rss().rx_queue_of(f);
+  return flow_rss().rx_queue_of(f);
 }
 
 // ---------------------------------------------------------------- engine
@@ -264,6 +267,12 @@ void engine::flush() {
   }
 }
 
+void engine::at_burst_end(udp_handler* h) {
+  for (auto* x : _burst_end)
+    if (x == h) return;
+  _burst_end.push_back(h);
+}
+
 void engine::handle_arp(rte_mbuf* m, const parse_result& p) {
   uint64_t now = now_us();
   _group._arp.learn(p.arp_sender_ip, p.arp_sender_mac, now);
@@ -415,6 +424,16 @@ bool engine::poll() {
     }
     work |= n > 0;
   }
+  if (!_burst_end.empty()) {
+    // Handlers may ask again while running: swap out the list first.
+    std::vector<udp_handler*> due;
+    due.swap(_burst_end);
+    for (auto* h : due) h->on_burst_end(*this);
+    if (_burst_end.empty()) {
+      due.clear();
+      _burst_end.swap(due);  // keep the capacity
+    }
+  }
   if (!_announced) {
     _announced = true;
     if (_shard == 0 && _group._cfg.gratuitous_arp) {
@@ -436,6 +455,7 @@ bool engine::poll() {
 }
 
 bool engine::pure_poll() {
+  if (!_burst_end.empty()) return true;
   for (auto& b : _tx)
     if (b.n) return true;
   if (rte_ring* r = _group._handoff[_shard]; r && !rte_ring_empty(r)) return true;

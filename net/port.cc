@@ -152,9 +152,15 @@ void port::configure(const port_config& cfg) {
 
   int socket = rte_eth_dev_socket_id(_id);
   if (socket < 0) socket = 0;
+  _faults = cfg.faults;
+  if (_faults.any())
+    _caps.notes.push_back(fmt::format(
+        "FAULT INJECTION: rx drop {} corrupt {}, tx drop {} corrupt {} (seed {})", _faults.rx_drop,
+        _faults.rx_corrupt, _faults.tx_drop, _faults.tx_corrupt, _faults.seed));
   _qstats.reset(new queue_state[_queues]);
   for (uint16_t q = 0; q < _queues; ++q) {
     rte_spinlock_init(&_qstats[q].tx_lock);
+    _qstats[q].rng = (_faults.seed + q) * 0x9e3779b97f4a7c15ull | 1;
     auto name = fmt::format("mn{}_{}_{}", _id, q, g_pool_seq++);
     rte_mempool* mp = rte_pktmbuf_pool_create(name.c_str(), cfg.mbufs_per_queue, 256, 0,
                                               RTE_MBUF_DEFAULT_BUF_SIZE, socket);
@@ -252,8 +258,39 @@ port::~port() {
   for (auto* mp : _pools) rte_mempool_free(mp);
 }
 
+// Drops (frees) and corrupts (flips one bit past the Ethernet header) packets
+// at the configured rates; compacts the array; returns the survivors.
+uint16_t port::inject_faults(queue_state& q, rte_mbuf** pkts, uint16_t n, double drop,
+                             double corrupt) noexcept {
+  auto next = [&q] {
+    q.rng ^= q.rng << 13;
+    q.rng ^= q.rng >> 7;
+    q.rng ^= q.rng << 17;
+    return double(q.rng >> 11) * (1.0 / 9007199254740992.0);
+  };
+  uint16_t kept = 0;
+  for (uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = pkts[i];
+    if (drop > 0 && next() < drop) {
+      rte_pktmbuf_free(m);
+      ++q.s.fault_dropped;
+      continue;
+    }
+    if (corrupt > 0 && next() < corrupt && rte_pktmbuf_data_len(m) > 14) {
+      uint16_t len = rte_pktmbuf_data_len(m);
+      uint16_t off = uint16_t(14 + q.rng % (len - 14));
+      rte_pktmbuf_mtod(m, uint8_t*)[off] ^= uint8_t(1u << (q.rng >> 60 & 7));
+      ++q.s.fault_corrupted;
+    }
+    pkts[kept++] = m;
+  }
+  return kept;
+}
+
 uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   uint16_t got = rte_eth_rx_burst(_id, queue, pkts, n);
+  if (got && (_faults.rx_drop > 0 || _faults.rx_corrupt > 0))
+    got = inject_faults(_qstats[queue], pkts, got, _faults.rx_drop, _faults.rx_corrupt);
   if (got) {
     auto& s = _qstats[queue].s;
     s.rx_packets += got;
@@ -265,6 +302,18 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   auto& q = _qstats[queue];
   if (_shared_tx) rte_spinlock_lock(&q.tx_lock);
+  if (n && (_faults.tx_drop > 0 || _faults.tx_corrupt > 0)) {
+    // Dropped packets count as sent: the caller's array keeps only survivors.
+    uint16_t kept = inject_faults(q, pkts, n, _faults.tx_drop, _faults.tx_corrupt);
+    uint16_t sent = rte_eth_tx_burst(_id, queue, pkts, kept);
+    q.s.tx_packets += sent;
+    if (sent < kept) {
+      ++q.s.tx_full;
+      for (uint16_t i = sent; i < kept; ++i) rte_pktmbuf_free(pkts[i]);  // lost: like the wire
+    }
+    if (_shared_tx) rte_spinlock_unlock(&q.tx_lock);
+    return n;
+  }
   uint16_t sent = rte_eth_tx_burst(_id, queue, pkts, n);
   q.s.tx_packets += sent;
   for (uint16_t i = 0; i < sent; ++i) q.s.tx_bytes += rte_pktmbuf_pkt_len(pkts[i]);

@@ -139,6 +139,9 @@ int smp::run(task<int> main) {
     } catch (const std::exception& e) {
       log::error("main task failed: {}", e.what());
       *out = 1;
+    } catch (...) {
+      log::error("main task failed with a non-standard exception");
+      *out = 1;
     }
     self->stop(*out);
   };

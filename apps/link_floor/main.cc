@@ -119,6 +119,33 @@ void pin_to_core(int core) {
     throw std::runtime_error(fmt::format("cannot pin to CPU {}: {}", core, std::strerror(rc)));
 }
 
+/// How long this thread sat runnable on a run queue while other tasks ran
+/// (preempted), from /proc/thread-self/schedstat; the noise gauge of a run.
+class preemption_meter {
+ public:
+  void start() {
+    _wait0 = wait_ns();
+    _t0 = machnet::now_ns();
+  }
+  void stop() {
+    _wait1 = wait_ns();
+    _t1 = machnet::now_ns();
+  }
+  double ms() const { return double(_wait1 - _wait0) / 1e6; }
+  double pct() const { return _t1 > _t0 ? 100.0 * double(_wait1 - _wait0) / double(_t1 - _t0) : 0; }
+
+ private:
+  static uint64_t wait_ns() {
+    unsigned long long run = 0, wait = 0;
+    FILE* f = std::fopen("/proc/thread-self/schedstat", "r");
+    if (!f) return 0;
+    if (std::fscanf(f, "%llu %llu", &run, &wait) != 2) wait = 0;
+    std::fclose(f);
+    return wait;
+  }
+  uint64_t _wait0 = 0, _wait1 = 0, _t0 = 0, _t1 = 0;
+};
+
 /// The link endpoint: a one-queue port plus the helpers both roles use.
 class endpoint {
  public:
@@ -156,11 +183,16 @@ class endpoint {
   }
 
   /// Waits for the link to report up (memif: the client connected).
-  bool wait_link_up(double seconds) {
+  bool wait_link_up(double seconds) { return wait_link(RTE_ETH_LINK_UP, seconds); }
+  /// Waits for the link to report down (memif: the peer closed).
+  bool wait_link_down(double seconds) { return wait_link(RTE_ETH_LINK_DOWN, seconds); }
+
+ private:
+  bool wait_link(uint16_t status, double seconds) {
     double end = seconds_now() + seconds;
     while (!stopping() && seconds_now() < end) {
       rte_eth_link link{};
-      if (rte_eth_link_get_nowait(_port->id(), &link) == 0 && link.link_status == RTE_ETH_LINK_UP)
+      if (rte_eth_link_get_nowait(_port->id(), &link) == 0 && link.link_status == status)
         return true;
       const timespec ts = {0, 1'000'000};
       nanosleep(&ts, nullptr);
@@ -168,7 +200,6 @@ class endpoint {
     return false;
   }
 
- private:
   std::unique_ptr<machnet::net::port> _port;
   machnet::net::mac_addr _mac;
   rte_mempool* _pool = nullptr;
@@ -222,12 +253,14 @@ quantiles rtt_quantiles(std::vector<uint64_t>& ticks) {
   return q;
 }
 
-std::string json_common(const options& o, endpoint& ep, const std::string& mode, std::size_t size) {
+std::string json_common(const options& o, endpoint& ep, const std::string& mode, std::size_t size,
+                        const preemption_meter& pm) {
   return fmt::format(
       "\"tool\":\"link_floor\",\"role\":\"{}\",\"mode\":\"{}\",\"device\":\"{}\",\"driver\":\"{}\","
-      "\"size\":{},\"core\":{},\"date\":\"{}\",\"tsc_hz\":{}",
+      "\"size\":{},\"core\":{},\"date\":\"{}\",\"tsc_hz\":{},\"preempted_ms\":{:.3f},"
+      "\"preempted_pct\":{:.3f}",
       o.role, mode, json_escape(o.device), json_escape(ep.port().caps().driver), size, o.core,
-      iso_date(), machnet::tsc_clock::get().hz());
+      iso_date(), machnet::tsc_clock::get().hz(), pm.ms(), pm.pct());
 }
 
 // ---------------------------------------------------------------- pong ----
@@ -241,7 +274,7 @@ int run_pong(const options& o, endpoint& ep) {
   const double duration = o.duration < 0 ? 10.0 : o.duration;
   const uint64_t budget_ticks =
       duration > 0 ? clk.from_us(static_cast<uint64_t>((o.warmup + duration + o.idle) * 1e6)) : 0;
-  const uint64_t linger_ticks = clk.from_us(200'000);  // answer repeated ENDs, then go
+  const uint64_t linger_ticks = clk.from_us(100'000);  // answer repeated ENDs, then go
 
   uint64_t echoed = 0, rx_warm = 0, rx_pkts = 0, rx_bytes = 0, other = 0, tx_drop = 0;
   uint64_t first_tsc = 0, last_tsc = 0, first_burst = 0, first_stream_tsc = 0, last_stream_tsc = 0;
@@ -250,6 +283,7 @@ int run_pong(const options& o, endpoint& ep) {
   bool got_end = false, saw_stream = false;
   std::string why = "signal";
   const uint64_t start = machnet::rdtsc();
+  preemption_meter pm;  // from the first frame to END (or the exit)
 
   // Always printed: runners wait for this line before starting ping.
   fmt::print("pong: ready on {} (MAC {})\n", o.device, ep.port().mac().str());
@@ -283,7 +317,10 @@ int run_pong(const options& o, endpoint& ep) {
       }
       continue;
     }
-    if (!first_tsc) first_tsc = now;
+    if (!first_tsc) {
+      first_tsc = now;
+      pm.start();
+    }
     last_tsc = now;
     uint16_t ne = 0, nd = 0;
     uint64_t burst_pkts = 0, burst_bytes = 0;
@@ -321,6 +358,7 @@ int run_pong(const options& o, endpoint& ep) {
         case k_end:
           if (!got_end) {
             got_end = true;
+            pm.stop();
             ping_tx = h->a;
             ping_tx_bytes = h->b;
           }
@@ -352,9 +390,11 @@ int run_pong(const options& o, endpoint& ep) {
     if (ne) tx_drop += ne - ep.tx_all(echo, ne, clk.from_us(1000));
   }
   if (stopping()) why = "signal";
+  if (!got_end) pm.stop();
 
   const std::string mode = saw_stream ? "stream" : "rtt";
-  std::string j = "{" + json_common(o, ep, mode, frame_size) + fmt::format(",\"exit\":\"{}\"", why);
+  std::string j =
+      "{" + json_common(o, ep, mode, frame_size, pm) + fmt::format(",\"exit\":\"{}\"", why);
   if (saw_stream) {
     double secs = last_stream_tsc > first_stream_tsc
                       ? double(last_stream_tsc - first_stream_tsc) / double(clk.hz())
@@ -386,6 +426,7 @@ int run_pong(const options& o, endpoint& ep) {
     fmt::print("pong: rtt {} B frames: echoed {} (+ warm-up); exit: {}\n", frame_size, echoed, why);
     j += fmt::format(",\"echoed\":{}", echoed);
   }
+  if (first_tsc) fmt::print("pong: preempted {:.1f} ms ({:.2f}% of the run)\n", pm.ms(), pm.pct());
   j += fmt::format(",\"other_frames\":{},\"tx_dropped\":{}}}", other, tx_drop);
   write_json(o.json, j);
   return why == "no-peer" ? 3 : 0;
@@ -501,6 +542,8 @@ int run_ping_rtt(ping_ctx& c) {
   while (!stopping() && seconds_now() < warm_end) one(f_warmup);
   stale = 0;
 
+  preemption_meter pm;
+  pm.start();
   const uint64_t t_start = machnet::rdtsc();
   const uint64_t t_cap = duration > 0 ? clk.from_us(static_cast<uint64_t>(duration * 1e6)) : 0;
   uint64_t done = 0;
@@ -514,6 +557,7 @@ int run_ping_rtt(ping_ctx& c) {
     if (t_cap && (done & 63) == 0 && machnet::rdtsc() - t_start > t_cap) break;
   }
   double secs = double(machnet::rdtsc() - t_start) / double(clk.hz());
+  pm.stop();
   auto pong = finish(c, done, 0);
   quantiles q = rtt_quantiles(ticks);
 
@@ -524,8 +568,9 @@ int run_ping_rtt(ping_ctx& c) {
       "mean {:.3f}\n",
       q.min, q.p50, q.p90, q.p99, q.p999, q.max, q.mean);
   if (!pong) fmt::print("ping: pong did not acknowledge the end of the run\n");
+  fmt::print("ping: preempted {:.1f} ms ({:.2f}% of the run)\n", pm.ms(), pm.pct());
   std::string j =
-      "{" + json_common(o, c.ep, "rtt", o.size) +
+      "{" + json_common(o, c.ep, "rtt", o.size, pm) +
       fmt::format(
           ",\"count\":{},\"lost\":{},\"stale\":{},\"seconds\":{:.6f},"
           "\"warmup_s\":{},\"pong_echoed\":{},\"rtt_us\":{{\"min\":{:.4f},"
@@ -585,10 +630,13 @@ int run_ping_stream(ping_ctx& c) {
   if (npend) rte_pktmbuf_free_bulk(pend, npend);
   npend = 0;
   full = 0;
+  preemption_meter pm;
+  pm.start();
   const uint64_t t0 = machnet::rdtsc();
   sent = blast(0, duration > 0 ? clk.from_us(static_cast<uint64_t>(duration * 1e6)) : UINT64_MAX,
                o.count);
   const double secs = double(machnet::rdtsc() - t0) / double(clk.hz());
+  pm.stop();
   if (npend) rte_pktmbuf_free_bulk(pend, npend);
   bytes = sent * o.size;
   // Let the receiver drain before END, so END doesn't overtake nothing and
@@ -608,8 +656,9 @@ int run_ping_stream(ping_ctx& c) {
                sent ? 100.0 * double(sent - std::min(sent, pong->first)) / double(sent) : 0.0);
   else
     fmt::print("ping: pong did not acknowledge the end of the run\n");
+  fmt::print("ping: preempted {:.1f} ms ({:.2f}% of the run)\n", pm.ms(), pm.pct());
   std::string j =
-      "{" + json_common(o, c.ep, "stream", o.size) +
+      "{" + json_common(o, c.ep, "stream", o.size, pm) +
       fmt::format(
           ",\"tx_packets\":{},\"tx_bytes\":{},\"seconds\":{:.6f},"
           "\"tx_mpps\":{:.4f},\"tx_gbps\":{:.4f},\"tx_full\":{},"
@@ -636,7 +685,14 @@ int run_ping(const options& o, endpoint& ep) {
     rte_ether_format_addr(mac, sizeof mac, &c.peer);
     fmt::print("ping: pong found at {}\n", mac);
   }
-  return o.mode == "rtt" ? run_ping_rtt(c) : run_ping_stream(c);
+  int rc = o.mode == "rtt" ? run_ping_rtt(c) : run_ping_stream(c);
+  // Let pong stop polling and close first. The memif PMD (DPDK 22.11) unmaps
+  // the shared rings from its interrupt thread when the peer goes away, while
+  // a concurrent rx_burst may still read them: pong crashed now and then when
+  // ping closed first. Pong leaves 100 ms after the last END; a memif link then
+  // reports down. Ping doesn't poll the rings meanwhile.
+  ep.wait_link_down(1.0);
+  return rc;
 }
 
 options parse_options(int argc, char** argv) {

@@ -80,6 +80,10 @@ class udp_handler {
   /// `m` is handed over (free it with rte_pktmbuf_free or keep it); `p` holds
   /// the parsed headers: payload at rte_pktmbuf_mtod(m) + p.payload_offset.
   virtual void on_udp(engine& e, rte_mbuf* m, const parse_result& p) = 0;
+  /// Called after the RX burst in which this handler asked for it with
+  /// engine::at_burst_end(this) (e.g. to send coalesced ACKs), before the
+  /// turn's TX flush.
+  virtual void on_burst_end(engine&) {}
 };
 
 /// The engines of one port, one per shard: software hand-off rings and the
@@ -97,6 +101,9 @@ class engine_group {
   arp_cache& arp() noexcept { return _arp; }
   /// The shard that owns the packets we receive on flow `f`.
   unsigned owner_of(const flow_tuple& f) const noexcept;
+  /// The model behind owner_of(): the port's RSS (hardware / emulated), or
+  /// the software RETA over shards. Source ports are chosen with it.
+  const rss_config& flow_rss() const noexcept;
   engine* engine_of(unsigned shard) const noexcept { return _engines[shard]; }
 
  private:
@@ -149,6 +156,8 @@ class engine final : public pollfn {
   send_status send_udp(const flow_tuple& f, const void* data, uint16_t len);
   /// Pushes the TX batches to the device (the poller does this every turn).
   void flush();
+  /// Asks for h->on_burst_end() once after the current RX burst.
+  void at_burst_end(udp_handler* h);
 
   /// The RX queue the peer will deliver our packets of `f` to (emulated RSS:
   /// the TX queue we use), or our own queue.
@@ -191,6 +200,7 @@ class engine final : public pollfn {
 
   std::unordered_map<flow_tuple, udp_handler*, flow_tuple_hash> _flows;
   std::unordered_map<uint16_t, udp_handler*> _listeners;
+  std::vector<udp_handler*> _burst_end;
 
   struct tx_batch {
     std::array<rte_mbuf*, tx_batch_size> pkts;

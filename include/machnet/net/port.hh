@@ -37,6 +37,15 @@ const char* to_string(rss_mode m) noexcept;
 /// Parses hardware|emulated|software; throws std::invalid_argument.
 rss_mode parse_rss_mode(const std::string& s);
 
+/// Faults injected in software at the port (tests and benchmarks: no tc
+/// netem here). Fractions in [0, 1] of packets per direction.
+struct fault_config {
+  double rx_drop = 0, rx_corrupt = 0;
+  double tx_drop = 0, tx_corrupt = 0;
+  uint64_t seed = 1;
+  bool any() const noexcept { return rx_drop > 0 || rx_corrupt > 0 || tx_drop > 0 || tx_corrupt > 0; }
+};
+
 struct port_config {
   /// A virtual device (net_memif0,role=server,socket=/run/x.sock, net_af_packet0,
   /// iface=veth0, virtio_user0,path=..., net_ring0, net_tap0, ...) or a PCI
@@ -60,6 +69,8 @@ struct port_config {
   std::optional<mac_addr> mac;
   /// Put the device in promiscuous mode (not needed on cloud vNICs).
   bool promiscuous = false;
+  /// Software fault injection (off by default).
+  fault_config faults;
   eal_config eal;
 };
 
@@ -79,6 +90,7 @@ struct port_caps {
 
 struct port_queue_stats {
   uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0, tx_full = 0;
+  uint64_t fault_dropped = 0, fault_corrupted = 0;  // injected
 };
 
 class port {
@@ -130,10 +142,14 @@ class port {
   std::optional<rss_config> _rss;
   std::vector<rte_mempool*> _pools;
   bool _shared_tx = false;
+  fault_config _faults;
   struct alignas(64) queue_state {
     rte_spinlock_t tx_lock;
     port_queue_stats s;
+    uint64_t rng;  // xorshift state for fault injection
   };
+  uint16_t inject_faults(queue_state& q, rte_mbuf** pkts, uint16_t n, double drop,
+                         double corrupt) noexcept;
   std::unique_ptr<queue_state[]> _qstats;
 };
 

@@ -63,7 +63,7 @@ inline task<void> run_clients(engine_group& g, std::vector<client_side>& cs, ipv
       auto& x = cs[i];
       x.e = std::make_unique<engine>(g, i);
       x.client.expect_shard = i;
-      source_port_allocator alloc(g.dev().rss(), uint16_t(i));
+      source_port_allocator alloc(g.flow_rss(), uint16_t(i));
       for (unsigned k = 0; k < flows; ++k) {
         auto pick = alloc.allocate(local, remote, rport);
         if (!pick) throw std::runtime_error("source port allocation failed");

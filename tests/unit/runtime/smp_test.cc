@@ -112,3 +112,13 @@ TEST_CASE("stopping with a remote call still suspended abandons it cleanly") {
   });
   REQUIRE(rc == 4);
 }
+
+TEST_CASE("a main task that throws anything ends run() with code 1 instead of hanging") {
+  struct not_std {};
+  smp s(shards(2));
+  int rc = s.run([]() -> task<int> {
+    co_await submit_to(1, [] { return 0; });
+    throw not_std{};
+  });
+  REQUIRE(rc == 1);
+}

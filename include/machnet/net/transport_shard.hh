@@ -1,0 +1,67 @@
+// transport_shard: the Machnet transport on one shard's packet engine — the
+// transport_env over engine mbufs and the shard's timer wheel, and the UDP
+// handler that feeds received packets to the endpoint (ACKs at burst end).
+#pragma once
+
+#include <optional>
+
+#include "machnet/net/engine.hh"
+#include "machnet/net/rss.hh"
+#include "machnet/net/transport/endpoint.hh"
+
+namespace machnet::net {
+
+class transport_shard final : public udp_handler,
+                              public transport::transport_env,
+                              private transport::transport_owner {
+ public:
+  /// Must be built on the engine's shard; the owner gets this shard's flows.
+  transport_shard(engine& e, transport::transport_owner& owner,
+                  transport::transport_config cfg = {});
+  transport_shard(const transport_shard&) = delete;
+  transport_shard& operator=(const transport_shard&) = delete;
+  ~transport_shard() override;
+
+  /// Accepts flows to `port` on this shard (listen on every shard: a SYN may
+  /// hash to any queue). False if the port is taken.
+  bool listen(uint16_t port);
+  /// Opens a flow to remote:port from a source port whose replies RSS brings
+  /// back to this shard. nullptr (and *why set) when no port is free.
+  transport::flow* connect(ipv4_addr remote, uint16_t remote_port,
+                           port_error* why = nullptr);
+
+  transport::endpoint& endpoint() noexcept { return *_ep; }
+  engine& eng() noexcept { return _engine; }
+
+  // transport_env
+  uint64_t now_ns() override;
+  timer_wheel& wheel() override;
+  uint8_t* alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) override;
+  void transmit(const flow_tuple& t, transport::tx_handle& h) override;
+
+  // udp_handler
+  void on_udp(engine& e, rte_mbuf* m, const parse_result& p) override;
+  void on_burst_end(engine& e) override;
+
+ private:
+  // transport_owner: forwards to the app's owner; when a connected flow ends,
+  // frees its source port and its demux entry.
+  void on_connected(transport::flow& f) override { _owner.on_connected(f); }
+  void on_accept(transport::flow& f) override { _owner.on_accept(f); }
+  bool on_message(transport::flow& f, transport::message& m) override {
+    return _owner.on_message(f, m);
+  }
+  void on_error(transport::flow& f, transport::flow_error e,
+                std::vector<transport::message> unacked) override;
+  void on_closed(transport::flow& f) override;
+  void on_acked(transport::flow& f, transport::message& m) override { _owner.on_acked(f, m); }
+  void on_writable(transport::flow& f) override { _owner.on_writable(f); }
+  void release(const transport::flow& f);
+
+  engine& _engine;
+  transport::transport_owner& _owner;
+  source_port_allocator _ports;
+  std::optional<transport::endpoint> _ep;
+};
+
+}  // namespace machnet::net

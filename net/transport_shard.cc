@@ -1,0 +1,87 @@
+// transport_shard: the glue between engine (mbufs, demux, TX) and the
+// transport endpoint (protocol), one per shard.
+#include "machnet/net/transport_shard.hh"
+
+#include <rte_mbuf.h>
+
+#include "machnet/runtime/clock.hh"
+#include "machnet/runtime/reactor.hh"
+
+namespace machnet::net {
+
+transport_shard::transport_shard(engine& e, transport::transport_owner& owner,
+                                 transport::transport_config cfg)
+    : _engine(e), _owner(owner), _ports(e.group().flow_rss(), uint16_t(e.shard())) {
+  _ep.emplace(*this, static_cast<transport::transport_owner&>(*this), cfg);
+}
+
+transport_shard::~transport_shard() {
+  _ep.reset();  // drops flows (their timers) while the engine still exists
+}
+
+bool transport_shard::listen(uint16_t port) {
+  if (!_engine.listen(port, this)) return false;
+  return _ep->listen(port);
+}
+
+transport::flow* transport_shard::connect(ipv4_addr remote, uint16_t remote_port,
+                                          port_error* why) {
+  auto pick = _ports.allocate(_engine.ip(), remote, remote_port);
+  if (!pick) {
+    if (why) *why = *pick.error;
+    return nullptr;
+  }
+  flow_tuple t{_engine.ip(), remote, pick.port, remote_port};
+  _engine.attach(t, this);
+  transport::flow* f = _ep->connect(t);
+  if (!f) {
+    _engine.detach(t);
+    _ports.release(t.local_ip, t.remote_ip, t.remote_port, t.local_port);
+  }
+  return f;
+}
+
+void transport_shard::release(const transport::flow& f) {
+  if (!f.is_connector()) return;
+  const flow_tuple& t = f.tuple();
+  _engine.detach(t);
+  _ports.release(t.local_ip, t.remote_ip, t.remote_port, t.local_port);
+}
+
+void transport_shard::on_error(transport::flow& f, transport::flow_error e,
+                               std::vector<transport::message> unacked) {
+  _owner.on_error(f, e, std::move(unacked));
+  release(f);
+}
+
+void transport_shard::on_closed(transport::flow& f) {
+  _owner.on_closed(f);
+  release(f);
+}
+
+uint64_t transport_shard::now_ns() { return machnet::now_ns(); }
+
+timer_wheel& transport_shard::wheel() { return reactor::local().timers(); }
+
+uint8_t* transport_shard::alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) {
+  rte_mbuf* m = _engine.alloc_udp(t, uint16_t(len));
+  if (!m) return nullptr;
+  h.p = m;
+  return engine::payload(m);
+}
+
+void transport_shard::transmit(const flow_tuple& t, transport::tx_handle& h) {
+  _engine.send(static_cast<rte_mbuf*>(h.p), t);
+  h.p = nullptr;
+}
+
+void transport_shard::on_udp(engine& e, rte_mbuf* m, const parse_result& p) {
+  const uint8_t* payload = rte_pktmbuf_mtod(m, const uint8_t*) + p.payload_offset;
+  _ep->on_packet(p.rx_flow(), {payload, p.payload_len});
+  rte_pktmbuf_free(m);
+  e.at_burst_end(this);
+}
+
+void transport_shard::on_burst_end(engine&) { _ep->flush(); }
+
+}  // namespace machnet::net
