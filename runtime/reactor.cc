@@ -203,7 +203,10 @@ bool reactor::run_tasks() {
   if (_rq_head == _rq_tail) return false;
   uint64_t deadline = rdtsc() + _quota_tsc;
   uint64_t n = 0;
-  while (_rq_head != _rq_tail) {
+  // Only what was ready when the phase began: a task that yields (schedules
+  // itself again) runs in the next turn, after the pollers.
+  const std::size_t end = _rq_tail;
+  while (_rq_head != end) {
     auto h = _runq[_rq_head++ & (_runq.size() - 1)];
     h.resume();
     if ((++n & 15) == 0 && rdtsc() > deadline) break;

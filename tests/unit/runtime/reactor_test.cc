@@ -177,3 +177,30 @@ TEST_CASE("the task quota lets pollers run between long runs of ready tasks") {
   REQUIRE(polls_seen_during_spin > 10);
   r.unregister_poller(&p);
 }
+
+TEST_CASE("yield lets the pollers run before the yielding task resumes") {
+  struct counting : pollfn {
+    int polls = 0;
+    bool poll() override {
+      ++polls;
+      return false;
+    }
+    bool pure_poll() override { return false; }
+  };
+  counting p;
+  // A quota far longer than the test: only yield's semantics can give pollers a turn.
+  reactor r(0, {poll_mode::busy, 0, 10'000'000, -1});
+  r.register_poller(&p);
+  int missed = 0;
+  r.spawn([&]() -> task<void> {
+    for (int i = 0; i < 1000; ++i) {
+      int before = p.polls;
+      co_await yield{};
+      if (p.polls == before) ++missed;
+    }
+    reactor::local().stop();
+  });
+  r.run();
+  REQUIRE(missed == 0);
+  r.unregister_poller(&p);
+}
