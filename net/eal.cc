@@ -7,6 +7,9 @@
 
 #include <fmt/format.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <mutex>
 #include <regex>
 #include <stdexcept>
@@ -53,7 +56,12 @@ void eal_start(const eal_config& cfg) {
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
   log::debug("starting DPDK EAL: {}", fmt::join(args, " "));
+  // rte_eal_init pins the calling thread to lcore 0's CPU; our shards pin
+  // themselves (--cpuset), so give the thread its affinity back afterwards.
+  cpu_set_t affinity;
+  bool saved = pthread_getaffinity_np(pthread_self(), sizeof affinity, &affinity) == 0;
   int rc = rte_eal_init(int(args.size()), argv.data());
+  if (saved) pthread_setaffinity_np(pthread_self(), sizeof affinity, &affinity);
   if (rc < 0)
     throw std::runtime_error(fmt::format("DPDK EAL failed to start ({}); arguments: {}",
                                          rte_strerror(rte_errno), fmt::join(args, " ")));

@@ -113,7 +113,9 @@ void port::configure(const port_config& cfg) {
             : _queues == cfg.queues && _queues > 1 ? rss_mode::emulated
                                                    : rss_mode::software;
   }
-  _shared_tx = _mode != rss_mode::hardware;
+  // Any shard may send on any queue in emulated mode, and shards without a
+  // queue of their own share one: only then do TX queues need a lock.
+  _shared_tx = _mode == rss_mode::emulated || _queues < cfg.queues;
 
   rte_eth_conf conf{};
   if (_mode == rss_mode::hardware) {

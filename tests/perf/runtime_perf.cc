@@ -74,20 +74,23 @@ double process_cpu_seconds() {
 int main(int argc, char** argv) {
   unsigned runs = 7;
   bool quick = false;
-  std::string json_path;
+  std::string json_path, only;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = unsigned(std::stoul(argv[++i]));
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--json" && i + 1 < argc) json_path = argv[++i];
     else if (a == "--quick") quick = true;
     else {
-      fmt::print(stderr, "usage: {} [--runs N] [--json PATH] [--quick]\n", argv[0]);
+      fmt::print(stderr, "usage: {} [--runs N] [--json PATH] [--quick] [--only SUBSTRING]\n", argv[0]);
       return 2;
     }
   }
   const uint64_t scale = quick ? 10 : 1;
   perf::report rep;
+  auto want = [&](const char* name) { return only.empty() || std::string(name).find(only) != std::string::npos; };
 
+  if (want("coroutine"))
   {  // coroutine resume + suspend
     uint64_t counter = 0;
     auto c = spinner(&counter);
@@ -97,12 +100,14 @@ int main(int argc, char** argv) {
                                }));
     c.h.destroy();
   }
+  if (want("child"))
   rep.add(perf::measure<clk>("co_await child task<T> (frame recycled)", runs, 5'000'000 / scale,
                              0, [&](uint64_t n) {
                                auto t = parent(n);
                                t.handle().resume();
                                (void)t.result();
                              }));
+  if (want("fiber"))
   {  // fiber switch: one resume there and one back = 2 switches
     namespace ctx = boost::context;
     ctx::fiber f{[](ctx::fiber&& c) {
@@ -116,6 +121,7 @@ int main(int argc, char** argv) {
     for (auto& s : r.samples) s /= 2;
     rep.add(std::move(r));
   }
+  if (want("thread_yield"))
   {  // machnet::thread yield through the reactor (switch out, runq, switch in)
     reactor r(0, {poll_mode::busy, 0, 500, -1});
     perf::result res{"machnet::thread_yield via reactor", "ns/op", {}, 0};
@@ -135,6 +141,7 @@ int main(int argc, char** argv) {
     r.run();
     rep.add(std::move(res));
   }
+  if (want("timer"))
   {  // timer arm + cancel, and re-arm of an armed timer
     timer_wheel w(1'000'000);
     timer t([] {});
@@ -151,6 +158,7 @@ int main(int argc, char** argv) {
                                }));
     t.cancel();
   }
+  if (want("submit_to"))
   {  // submit_to round trip between two busy shards
     perf::result res{"submit_to round trip, 2 busy shards", "ns/op", {}, 1000};
     smp s(two_shards(poll_mode::busy, poll_mode::busy));
@@ -166,6 +174,7 @@ int main(int argc, char** argv) {
     });
     rep.add(std::move(res));
   }
+  if (want("wake"))
   {  // wake-up of a sleeping shard: time from send to the function running there
     perf::result res{"wake a sleeping shard (send -> run)", "us", {}, 50};
     smp s(two_shards(poll_mode::adaptive, poll_mode::sleep));
@@ -181,6 +190,7 @@ int main(int argc, char** argv) {
     });
     rep.add(std::move(res));
   }
+  if (want("idle"))
   {  // idle CPU of a 2-shard adaptive app
     perf::result res{"idle 2-shard app, adaptive: CPU", "%", {}, 2};
     std::vector<reactor_config> c(2);  // adaptive, 200 us idle poll: the defaults
