@@ -80,7 +80,8 @@ task<int> bench(const po::variables_map& vm) {
   }
   ca.mac = mac_addr{{2, 0, 0, 0, 0, 1}};
   cb.mac = mac_addr{{2, 0, 0, 0, 0, 2}};
-  ca.faults.rx_drop = cb.faults.rx_drop = loss;
+  ca.faults.rx_drop = vm["loss-side"].as<std::string>() != "b" ? loss : 0;
+  cb.faults.rx_drop = vm["loss-side"].as<std::string>() != "a" ? loss : 0;
   ca.faults.seed = 1;
   cb.faults.seed = 2;
   port pb(cb), pa(ca);
@@ -99,11 +100,15 @@ task<int> bench(const po::variables_map& vm) {
   std::unique_ptr<transport_shard> tb;
   co_await submit_to(1, [&] {
     eng_b = std::make_unique<engine>(gb, 0);
-    tb = std::make_unique<transport_shard>(*eng_b, so);
+    transport::transport_config tcb;
+    tcb.min_rto_us = vm["min-rto-us"].as<uint64_t>();
+    tb = std::make_unique<transport_shard>(*eng_b, so, tcb);
     tb->listen(7000);
   });
   engine eng_a(ga, 0);
-  transport_shard ta(eng_a, co);
+  transport::transport_config tc;
+  tc.min_rto_us = vm["min-rto-us"].as<uint64_t>();
+  transport_shard ta(eng_a, co, tc);
   flow* f = ta.connect(ip_b, 7000);
   if (!f) throw std::runtime_error("connect: no source port");
   while (!co.connected && !co.failed) co_await yield{};
@@ -119,6 +124,15 @@ task<int> bench(const po::variables_map& vm) {
       f->send(message::copy_of(buf));
       while (co.got < want && !co.failed) co_await yield{};
       if (i >= samples / 10) rtt.push_back(double(now_ns() - t0) / 1000.0);
+      if (vm.count("trace") && double(now_ns() - t0) > 100'000.0) {
+        flow_tuple rt{ip_b, ip_a, f->tuple().remote_port, f->tuple().local_port};
+        flow* fb = tb->endpoint().find(rt);  // racy debug read of shard 1's flow
+        fmt::print(stderr, "slow exchange {} us: A rto {} retx {} cwnd {:.2f} srtt {} | B rto {} retx {} cwnd {:.2f} srtt {} rto {} rx_dup {} rx_ooo {} acks {}\n",
+                   (now_ns() - t0) / 1000, f->stats().rto, f->stats().tx_retx, f->cwnd(), f->rtt().srtt_ns(),
+                   fb ? fb->stats().rto : 0, fb ? fb->stats().tx_retx : 0, fb ? fb->cwnd() : 0.0,
+                   fb ? fb->rtt().srtt_ns() : 0, fb ? fb->rtt().rto_ns() : 0, fb ? fb->stats().rx_dup : 0,
+                   fb ? fb->stats().rx_ooo : 0, fb ? fb->stats().rx_acks : 0);
+      }
     }
     double p50 = pct(rtt, 0.5), p99 = pct(rtt, 0.99), p999 = pct(rtt, 0.999), mx = rtt.empty() ? 0 : rtt.back();
     fmt::print("window-1 {:5} B: p50 {:7.2f} us  p99 {:7.2f} us  p99.9 {:7.2f} us  max {:8.2f} us  ({} samples, loss {})\n",
@@ -168,9 +182,13 @@ int main(int argc, char** argv) {
   app.add_options()
     ("link", po::value<std::string>()->default_value("memif"), "memif")
     ("loss", po::value<double>()->default_value(0), "injected RX loss per port (0..1)")
+    ("loss-side", po::value<std::string>()->default_value("both"), "a | b | both: which host's RX drops")
     ("samples", po::value<unsigned>()->default_value(20000), "window-1 exchanges per size")
     ("bulk-size", po::value<std::size_t>()->default_value(8 << 20), "bulk message size")
     ("bulk-count", po::value<unsigned>()->default_value(20), "bulk messages")
+    ("min-rto-us", po::value<uint64_t>()->default_value(transport::transport_config{}.min_rto_us),
+     "RTO floor of both ends")
+    ("trace", "print flow state for exchanges slower than 100 us")
     ("json", po::value<std::string>(), "write results as JSON");
   return app.run(argc, argv, bench);
 }
