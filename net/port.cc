@@ -197,6 +197,7 @@ void port::configure(const port_config& cfg) {
     _mac = *cfg.mac;
   }
   program_rss(cfg);
+  log::info("{}", describe());
 }
 
 void port::program_rss(const port_config& cfg) {
