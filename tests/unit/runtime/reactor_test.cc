@@ -21,6 +21,16 @@ double thread_cpu_seconds() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
 }
+// A poller that only counts its polls.
+struct counting : pollfn {
+  int polls = 0;
+  bool poll() override {
+    ++polls;
+    return false;
+  }
+  bool pure_poll() override { return false; }
+};
+
 double wall_seconds() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -105,17 +115,11 @@ TEST_CASE("a sleeping shard is woken by another thread's stop() and wake()") {
 }
 
 TEST_CASE("pollers run every turn and can veto sleeping") {
-  struct counting : pollfn {
-    int polls = 0;
+  struct vetoing : counting {
     bool veto = false;
-    bool poll() override {
-      ++polls;
-      return false;
-    }
-    bool pure_poll() override { return false; }
     bool try_enter_interrupt_mode() override { return !veto; }
   };
-  counting p;
+  vetoing p;
   p.veto = true;
   reactor r(0, {poll_mode::sleep, 0, 500, -1});
   r.register_poller(&p);
@@ -153,14 +157,6 @@ TEST_CASE("tasks still suspended at shutdown are destroyed, not leaked or resume
 }
 
 TEST_CASE("the task quota lets pollers run between long runs of ready tasks") {
-  struct counting : pollfn {
-    int polls = 0;
-    bool poll() override {
-      ++polls;
-      return false;
-    }
-    bool pure_poll() override { return false; }
-  };
   counting p;
   reactor r(0, {poll_mode::busy, 0, 50, -1});
   r.register_poller(&p);
@@ -179,14 +175,6 @@ TEST_CASE("the task quota lets pollers run between long runs of ready tasks") {
 }
 
 TEST_CASE("yield lets the pollers run before the yielding task resumes") {
-  struct counting : pollfn {
-    int polls = 0;
-    bool poll() override {
-      ++polls;
-      return false;
-    }
-    bool pure_poll() override { return false; }
-  };
   counting p;
   // A quota far longer than the test: only yield's semantics can give pollers a turn.
   reactor r(0, {poll_mode::busy, 0, 10'000'000, -1});
