@@ -36,10 +36,11 @@ uint64_t calibrate_hz() {
 }
 }  // namespace
 
-tsc_clock::tsc_clock() noexcept : _hz(calibrate_hz()) {
+tsc_clock::tsc_clock() noexcept : tsc_clock(calibrate_hz()) {}
+
+tsc_clock::tsc_clock(uint64_t hz) noexcept : _hz(hz) {
   using u128 = unsigned __int128;
   _ns_mult = static_cast<uint64_t>((u128(1'000'000'000ull) << shift) / _hz);
-  _us_mult = static_cast<uint64_t>((u128(1'000'000ull) << shift) / _hz);
   _from_ns_mult = static_cast<uint64_t>((u128(_hz) << shift) / 1'000'000'000ull);
 }
 

@@ -121,8 +121,20 @@ task<int> bench(const po::variables_map& vm) {
     for (unsigned i = 0; i < samples + samples / 10 && !co.failed; ++i) {
       uint64_t want = co.got + 1;
       uint64_t t0 = now_ns();
+      uint64_t rto_armed = f->rtt().rto_ns(), backoff0 = f->rtt().backoff_level();
       f->send(message::copy_of(buf));
-      while (co.got < want && !co.failed) co_await yield{};
+      uint64_t rto0 = f->stats().rto, rto_at = 0, acks0 = f->stats().rx_acks, ack_at = 0;
+      int64_t rto_in = f->rto_deadline_us() ? int64_t(f->rto_deadline_us()) - int64_t(now_us()) : -1;
+      uint64_t wheel_at_send = this_shard().timers().current_us(), wheel_next = this_shard().timers().next_deadline();
+      while (co.got < want && !co.failed) {
+        co_await yield{};
+        if (!rto_at && f->stats().rto != rto0) rto_at = now_ns();
+        if (!ack_at && f->stats().rx_acks != acks0) ack_at = now_ns();
+      }
+      if (vm.count("trace") && rto_at)
+        fmt::print(stderr, "exchange {}: RTO after {} us (rto {} us, backoff {}, timer due in {} us; wheel now {} next {} real {}), ACK after {} us, echo after {} us\n", i,
+                   (rto_at - t0) / 1000, rto_armed / 1000, backoff0, rto_in, wheel_at_send, wheel_next, t0 / 1000,
+                   ack_at ? (ack_at - t0) / 1000 : 0, (now_ns() - t0) / 1000);
       if (i >= samples / 10) rtt.push_back(double(now_ns() - t0) / 1000.0);
       if (vm.count("trace") && double(now_ns() - t0) > 100'000.0) {
         flow_tuple rt{ip_b, ip_a, f->tuple().remote_port, f->tuple().local_port};

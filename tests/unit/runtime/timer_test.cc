@@ -149,3 +149,47 @@ TEST_CASE("destroying an armed timer removes it from the wheel") {
   REQUIRE(w.empty());
   w.advance(100);
 }
+
+TEST_CASE("interleaved arm, re-arm, cancel and advance: every timer fires on its tick") {
+  // The reactor's pattern: advance() only while the wheel is non-empty (so its
+  // clock goes stale when idle), timers re-armed relative to the real clock.
+  std::mt19937_64 rng(GENERATE(5, 6, 7, 8));
+  uint64_t clock = 1'000'000 + rng() % 100'000;
+  timer_wheel w(clock);
+  constexpr int n = 8;
+  std::vector<std::unique_ptr<timer>> ts;
+  std::vector<uint64_t> deadline(n, 0);
+  uint64_t late = 0, early = 0, fired = 0;
+  uint64_t prev_advance = 0;  // a timer due by then should have fired then
+  for (int i = 0; i < n; ++i)
+    ts.push_back(std::make_unique<timer>([&, i] {
+      ++fired;
+      if (clock < deadline[i]) ++early;
+      if (deadline[i] <= prev_advance) ++late;
+    }));
+  for (int step = 0; step < 200'000; ++step) {
+    // Time moves: mostly a few µs, sometimes a long idle gap.
+    clock += (rng() % 100 == 0) ? rng() % 20'000 : rng() % 4;
+    int i = int(rng() % n);
+    switch (rng() % 4) {
+      case 0:
+      case 1:
+        deadline[i] = clock + 1 + rng() % 600;
+        ts[i]->arm_at(w, deadline[i]);
+        break;
+      case 2:
+        ts[i]->cancel();
+        break;
+      default:
+        break;
+    }
+    if (!w.empty()) {
+      w.advance(clock);
+      prev_advance = clock;
+    }
+  }
+  INFO("fired " << fired << " late " << late << " early " << early);
+  REQUIRE(fired > 1000);
+  REQUIRE(early == 0);
+  REQUIRE(late == 0);
+}
