@@ -64,6 +64,10 @@ flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
     endpoint::scope g(_ep);
     try_send();
   });
+  _tlp_timer.set_callback([this] {
+    endpoint::scope g(_ep);
+    on_tlp();
+  });
   _ack_timer.set_callback([this] {
     endpoint::scope g(_ep);
     if (_ack_pending && _state != flow_state::closed) send_ack();
@@ -87,6 +91,41 @@ void flow::send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts) {
 void flow::arm_rto() {
   uint64_t deadline_us = (now_ns() + _rtt.rto_ns() + 999) / 1000;
   _rto_timer.arm_at(_ep._env.wheel(), deadline_us);
+}
+
+// Arms the tail-loss probe while data is in flight and no probe went out for
+// this flight; a later ACK with progress re-arms it.
+void flow::arm_tlp() {
+  if (!_cfg.tlp_min_us || _tlp_sent || !_rtt.has_sample() || _snd_una == _snd_nxt) return;
+  uint64_t pto_ns = std::max<uint64_t>(2 * _rtt.srtt_ns(), _cfg.tlp_min_us * 1000);
+  uint64_t deadline_us = (now_ns() + pto_ns + 999) / 1000;
+  if (_rto_timer.armed() && deadline_us >= _rto_timer.deadline_us()) return;  // the RTO is sooner
+  _tlp_timer.arm_at(_ep._env.wheel(), deadline_us);
+}
+
+void flow::on_tlp() {
+  if (_state != flow_state::established && _state != flow_state::closing) return;
+  if (_snd_una == _snd_nxt || _tlp_sent || _peer_full) return;
+  // Resend the newest packet still unacknowledged: its ACK (with SACK) tells
+  // the sender what else is missing; if only it was lost, this recovers it.
+  seq_t s = _snd_nxt - 1;
+  segment& g = seg(s);
+  if (g.state != 0 || !g.msg) return;  // SACKed or already marked lost
+  _tlp_sent = true;
+  ++_stats.tail_probes;
+  const tx_message& m = *g.msg;
+  std::size_t off = std::size_t(g.pkt) * _cfg.mss;
+  std::size_t len = std::min(_cfg.mss, m.msg.size() - off);
+  header h;
+  h.flags = net_flag::data;
+  h.msg_flags = uint8_t((g.pkt == 0 ? msg_flag::first : 0) |
+                        (g.pkt + 1 == m.npkts ? msg_flag::last : msg_flag::more));
+  h.seqno = s;
+  h.ackno = data_ackno;
+  h.timestamp1 = now_ns();
+  ++g.tx_count;  // no Karn sample from it
+  ++_stats.tx_retx;
+  if (!_ep.emit(_tuple, h, m.msg.data() + off, len)) ++_stats.tx_alloc_failed;
 }
 
 void flow::heard_from_peer() noexcept {

@@ -58,6 +58,7 @@ void flow::try_send() {
     _force_one = false;
     if (!_rto_timer.armed()) arm_rto();
   }
+  if (!_tlp_timer.armed()) arm_tlp();
 }
 
 bool flow::transmit_segment(seq_t s, bool retx) {
@@ -149,7 +150,10 @@ void flow::on_ack(const header& h) {
   }
   if (!sample) sample = karn;
   if (sample) _rtt.sample(sample);
-  if (progress) _rtt.reset_backoff();
+  if (progress) {
+    _rtt.reset_backoff();
+    _tlp_sent = false;
+  }
 
   // ackno itself is missing at the peer: if we thought it SACKed, the peer
   // reneged (or a SACK was bogus): send it again.
@@ -196,10 +200,13 @@ void flow::on_ack(const header& h) {
       if (seg(s).state == 0) mark_lost(s);
   }
 
-  if (_snd_una == _snd_nxt && !(_peer_full && has_new_data()))
+  if (_snd_una == _snd_nxt && !(_peer_full && has_new_data())) {
     _rto_timer.cancel();
-  else if (progress || newly_sacked || was_full != _peer_full || !_rto_timer.armed())
+    _tlp_timer.cancel();
+  } else if (progress || newly_sacked || was_full != _peer_full || !_rto_timer.armed()) {
     arm_rto();
+    if (progress) arm_tlp();
+  }
 
   try_send();
   notify_acked();

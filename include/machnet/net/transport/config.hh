@@ -53,6 +53,11 @@ struct transport_config {
   /// Floor and ceiling of the RTO computed from SRTT/RTTVAR (RFC 6298 shape).
   uint64_t min_rto_us = 200;
   uint64_t max_rto_us = 100'000;
+  /// Tail-loss probe: when nothing is acknowledged for max(2·SRTT, this floor)
+  /// while data is in flight, resend the newest packet once (no cwnd
+  /// reaction), so a lost tail — a window-1 request, the end of a burst — is
+  /// recovered in about two RTTs instead of an RTO. 0 disables probes.
+  uint64_t tlp_min_us = 10;
 
   // --- Failure ---
   /// Consecutive RTO expirations without hearing from the peer that fail an

@@ -50,6 +50,7 @@ struct flow_stats {
   uint64_t rto = 0, fast_retx = 0, probes = 0;
   uint64_t rx_data = 0, rx_dup = 0, rx_ooo = 0, rx_beyond_window = 0, rx_refused = 0;
   uint64_t rx_acks = 0, rx_stale_acks = 0, sack_reneged = 0;
+  uint64_t tail_probes = 0;
 };
 
 /// One flow. Created by endpoint::connect() or by a listener; owned by the
@@ -142,6 +143,8 @@ class flow {
   void send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts = 0);
   void heard_from_peer() noexcept;
   void arm_rto();
+  void arm_tlp();
+  void on_tlp();
   uint64_t now_ns() const noexcept;
 
   // --- transport_flow_tx.cc: sender ---
@@ -203,6 +206,8 @@ class flow {
   swift_cc _cc;
   machnet::timer _rto_timer;
   machnet::timer _pace_timer;
+  machnet::timer _tlp_timer;
+  bool _tlp_sent = false;  // one probe per flight: reset by ACK progress
 
   // Receiver.
   seq_t _peer_isn = 0;
