@@ -283,6 +283,9 @@ uint16_t port::inject_faults(queue_state& q, rte_mbuf** pkts, uint16_t n, double
       uint16_t len = rte_pktmbuf_data_len(m);
       uint16_t off = uint16_t(14 + q.rng % (len - 14));
       rte_pktmbuf_mtod(m, uint8_t*)[off] ^= uint8_t(1u << (q.rng >> 60 & 7));
+      // Corruption happens "on the wire": a device check that passed before
+      // it no longer vouches for the packet, so software must verify again.
+      m->ol_flags &= ~(RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK);
       ++q.s.fault_corrupted;
     }
     pkts[kept++] = m;

@@ -195,3 +195,46 @@ TEST_CASE("device RSS hashes are verified against the model; a mismatch refuses 
   REQUIRE_THAT(refused, Catch::Contains("RSS verification failed") && Catch::Contains("Refusing"));
   rte_mempool_free(mp);
 }
+
+TEST_CASE("injected corruption voids the device's checksum-good flags") {
+  // Regression: af_packet marks checksums good; corrupting such a packet in
+  // the port's fault injection let it through unverified (a flaky RST in CI).
+  eal_start({});
+  ring_link link("rl4", 1);
+  auto cfg = ring_port_cfg(1, 1);
+  cfg.faults.rx_corrupt = 1.0;
+  port pa(link.port_a(), cfg);
+  port pb(link.port_b(), ring_port_cfg(1, 2));
+  engine_config ca;
+  ca.ip = ip_a;
+  ca.gratuitous_arp = false;
+  engine_group ga(pa, 1, ca);
+  rte_mempool* mp = rte_pktmbuf_pool_create("ck_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+  REQUIRE(mp);
+  constexpr int frames = 20;
+  for (int i = 0; i < frames; ++i) {
+    rte_mbuf* m = rte_pktmbuf_alloc(mp);
+    REQUIRE(m);
+    const uint16_t payload = 1000;
+    auto* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(udp_headers_len + payload)));
+    std::memset(d + udp_headers_len, 0x5a, payload);
+    REQUIRE(build_udp(d, udp_headers_len + payload, mac_addr{{2, 0, 0, 0, 0, 2}}, pa.mac(), ip_b,
+                      ip_a, 5555, 9000, payload, true) == udp_headers_len);
+    m->ol_flags |= RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
+    REQUIRE(rte_ring_enqueue(link.rx_ring_a(0), m) == 0);
+  }
+  engine_counters c;
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(ga, 0);
+    for (int i = 0; i < 100 && e.counters().rx_packets < frames; ++i) co_await sleep(1ms);
+    c = e.counters();
+    co_return 0;
+  });
+  INFO(c.drops.str());
+  REQUIRE(c.rx_packets == frames);
+  REQUIRE(pa.stats(0).fault_corrupted == frames);
+  REQUIRE(c.drops.total() == frames);  // every corrupted frame caught by a checksum
+  REQUIRE(c.udp_no_handler == 0);
+  rte_mempool_free(mp);
+}
