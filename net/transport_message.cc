@@ -1,4 +1,5 @@
 // transport_message: the owning message buffer (heap or adopted foreign memory).
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -7,8 +8,19 @@
 
 namespace machnet::net::transport {
 
+namespace {
+// Heap storage is malloc'd so that growing a large reassembly buffer is a
+// realloc — for big blocks glibc remaps pages instead of copying megabytes
+// (a copy of several MiB stalls the shard long enough to trip the peer's RTO).
+uint8_t* checked_realloc(uint8_t* p, std::size_t n) {
+  auto* q = static_cast<uint8_t*>(std::realloc(p, n));
+  if (!q) throw std::bad_alloc();
+  return q;
+}
+}  // namespace
+
 message::message(std::size_t size)
-    : _data(size ? new uint8_t[size] : nullptr), _size(size), _capacity(size) {}
+    : _data(size ? checked_realloc(nullptr, size) : nullptr), _size(size), _capacity(size) {}
 
 message& message::operator=(message&& o) noexcept {
   if (this != &o) {
@@ -41,16 +53,16 @@ void message::append(const uint8_t* p, std::size_t n) {
   if (_size + n > _capacity) {
     std::size_t cap = _capacity ? _capacity : 2048;
     while (cap < _size + n) cap *= 2;
-    auto* d = new uint8_t[cap];
-    if (_size) std::memcpy(d, _data, _size);
     if (_release) {  // an adopted buffer becomes a heap copy
+      auto* d = checked_realloc(nullptr, cap);
+      if (_size) std::memcpy(d, _data, _size);
       _release(_ctx, _data, _size);
       _release = nullptr;
       _ctx = nullptr;
+      _data = d;
     } else {
-      delete[] _data;
+      _data = checked_realloc(_data, cap);
     }
-    _data = d;
     _capacity = cap;
   }
   std::memcpy(_data + _size, p, n);
@@ -61,7 +73,7 @@ void message::reset() noexcept {
   if (_release)
     _release(_ctx, _data, _size);
   else
-    delete[] _data;
+    std::free(_data);
   _data = nullptr;
   _size = _capacity = 0;
   _release = nullptr;

@@ -89,6 +89,7 @@ task<int> bench(const po::variables_map& vm) {
     co_await sleep(std::chrono::milliseconds(5));
   engine_config ea, eb;
   ea.ip = ip_a;
+  ea.udp_checksum = eb.udp_checksum = !vm.count("no-checksum");
   eb.ip = ip_b;
   engine_group ga(pa, 1, ea), gb(pb, 1, eb);
   ga.arp().set_static(ip_b, pb.mac());
@@ -171,6 +172,10 @@ task<int> bench(const po::variables_map& vm) {
     auto& c = eng_a.counters();
     fmt::print("engine A: tx {} dropped {} no-mbuf {}; port A tx-full {}; port B rx {}\n",
                c.tx_packets, c.tx_dropped, c.tx_no_mbuf, pa.stats(0).tx_full, pb.stats(0).rx_packets);
+    auto& st = f->stats();
+    fmt::print("flow A: data {} retx {} fast_retx {} rto {} probes {} tail_probes {} rx_acks {} stale {} reneged {}\n",
+               st.tx_data, st.tx_retx, st.fast_retx, st.rto, st.probes, st.tail_probes, st.rx_acks,
+               st.rx_stale_acks, st.sack_reneged);
     json += fmt::format(",\"bulk\":{{\"size\":{},\"count\":{},\"gbps\":{:.3f}}}", bulk_size,
                         bulk_count, gbps);
   }
@@ -200,6 +205,7 @@ int main(int argc, char** argv) {
     ("bulk-count", po::value<unsigned>()->default_value(20), "bulk messages")
     ("min-rto-us", po::value<uint64_t>()->default_value(transport::transport_config{}.min_rto_us),
      "RTO floor of both ends")
+    ("no-checksum", "send UDP checksums as 0 (memif cannot corrupt)")
     ("trace", "print flow state for exchanges slower than 100 us")
     ("json", po::value<std::string>(), "write results as JSON");
   return app.run(argc, argv, bench);
