@@ -63,7 +63,7 @@ struct client_owner : transport_owner {
   void on_connected(flow& f) override { flows[reinterpret_cast<uintptr_t>(f.context())].connected = true; }
   void on_error(flow& f, flow_error e, std::vector<message>) override {
     ++errors;
-    UNSCOPED_INFO("flow " << f.tuple().str() << " failed: " << to_string(e));
+    WARN("flow " << f.tuple().str() << " failed: " << to_string(e));
   }
 };
 
@@ -83,6 +83,7 @@ uint64_t run_pair(port& pa, port& pb, unsigned shards, unsigned flows_per_shard,
   cb.ip = ip_b;
   engine_group ga(pa, shards, ca), gb(pb, shards, cb);
   std::vector<shard_hosts> h(shards);
+  engine_counters ca_c{}, cb_c{};
   smp s{std::vector<reactor_config>(shards)};
   s.run([&]() -> task<int> {
     for (unsigned i = 0; i < shards; ++i)
@@ -125,6 +126,9 @@ uint64_t run_pair(port& pa, port& pb, unsigned shards, unsigned flows_per_shard,
       co_await submit_to(i, [&, i] {
         for (auto& t : h[i].flows)
           if (flow* f = h[i].ta->endpoint().find(t)) *retx += f->stats().tx_retx;
+        ca_c.arp_failed += h[i].ea->counters().arp_failed;
+        ca_c.arp_requests_sent += h[i].ea->counters().arp_requests_sent;
+        cb_c.arp_requests_answered += h[i].eb->counters().arp_requests_answered;
         h[i].ta.reset();
         h[i].tb.reset();
         h[i].ea.reset();
@@ -132,6 +136,10 @@ uint64_t run_pair(port& pa, port& pb, unsigned shards, unsigned flows_per_shard,
       });
     co_return 0;
   });
+  if (ca_c.arp_failed)
+    WARN("ARP: A sent " << ca_c.arp_requests_sent << " requests, B answered "
+                        << cb_c.arp_requests_answered << ", A dropped " << ca_c.arp_failed
+                        << " packets as unresolvable");
   uint64_t got = 0;
   for (auto& x : h) {
     for (auto& st : x.client.flows) got += st.next;
