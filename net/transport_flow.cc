@@ -113,19 +113,9 @@ void flow::on_tlp() {
   if (g.state != 0 || !g.msg) return;  // SACKed or already marked lost
   _tlp_sent = true;
   ++_stats.tail_probes;
-  const tx_message& m = *g.msg;
-  std::size_t off = std::size_t(g.pkt) * _cfg.mss;
-  std::size_t len = std::min(_cfg.mss, m.msg.size() - off);
-  header h;
-  h.flags = net_flag::data;
-  h.msg_flags = uint8_t((g.pkt == 0 ? msg_flag::first : 0) |
-                        (g.pkt + 1 == m.npkts ? msg_flag::last : msg_flag::more));
-  h.seqno = s;
-  h.ackno = data_ackno;
-  h.timestamp1 = now_ns();
   ++g.tx_count;  // no Karn sample from it
   ++_stats.tx_retx;
-  if (!_ep.emit(_tuple, h, m.msg.data() + off, len)) ++_stats.tx_alloc_failed;
+  if (!emit_segment(s, now_ns())) ++_stats.tx_alloc_failed;
 }
 
 void flow::heard_from_peer() noexcept {

@@ -61,8 +61,8 @@ void flow::try_send() {
   if (!_tlp_timer.armed()) arm_tlp();
 }
 
-bool flow::transmit_segment(seq_t s, bool retx) {
-  segment& g = seg(s);
+bool flow::emit_segment(seq_t s, uint64_t now) {
+  const segment& g = seg(s);
   const tx_message& m = *g.msg;
   std::size_t off = std::size_t(g.pkt) * _cfg.mss;
   std::size_t len = std::min(_cfg.mss, m.msg.size() - off);
@@ -72,9 +72,14 @@ bool flow::transmit_segment(seq_t s, bool retx) {
                         (g.pkt + 1 == m.npkts ? msg_flag::last : msg_flag::more));
   h.seqno = s;
   h.ackno = data_ackno;
-  uint64_t now = now_ns();
   h.timestamp1 = now;
-  bool ok = _ep.emit(_tuple, h, m.msg.data() + off, len);
+  return _ep.emit(_tuple, h, m.msg.data() + off, len);
+}
+
+bool flow::transmit_segment(seq_t s, bool retx) {
+  segment& g = seg(s);
+  uint64_t now = now_ns();
+  bool ok = emit_segment(s, now);
   if (retx) {
     g.state &= uint8_t(~seg_lost);
     --_lost;

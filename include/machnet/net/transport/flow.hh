@@ -150,6 +150,8 @@ class flow {
   // --- transport_flow_tx.cc: sender ---
   void try_send();
   bool transmit_segment(seq_t s, bool retx);
+  /// Builds and emits DATA packet `s` (no window accounting).
+  bool emit_segment(seq_t s, uint64_t now);
   void on_ack(const header& h);
   void detect_losses();
   void mark_lost(seq_t s) noexcept;
