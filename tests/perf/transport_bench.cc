@@ -114,6 +114,7 @@ task<int> bench(const po::variables_map& vm) {
   if (!f) throw std::runtime_error("connect: no source port");
   while (!co.connected && !co.failed) co_await yield{};
 
+  const bool trace = vm.count("trace") != 0;
   std::string json = fmt::format("{{\"link\":\"{}\",\"loss\":{}", link, loss);
   // Window-1 latency for 64 B and 1 KB.
   for (std::size_t size : {std::size_t(64), std::size_t(1024)}) {
@@ -122,30 +123,18 @@ task<int> bench(const po::variables_map& vm) {
     for (unsigned i = 0; i < samples + samples / 10 && !co.failed; ++i) {
       uint64_t want = co.got + 1;
       uint64_t t0 = now_ns();
-      uint64_t rto_armed = f->rtt().rto_ns(), backoff0 = f->rtt().backoff_level();
+      uint64_t rto0 = f->stats().rto, probes0 = f->stats().tail_probes;
       f->send(message::copy_of(buf));
-      uint64_t rto0 = f->stats().rto, rto_at = 0, acks0 = f->stats().rx_acks, ack_at = 0;
-      int64_t rto_in = f->rto_deadline_us() ? int64_t(f->rto_deadline_us()) - int64_t(now_us()) : -1;
-      uint64_t wheel_at_send = this_shard().timers().current_us(), wheel_next = this_shard().timers().next_deadline();
-      while (co.got < want && !co.failed) {
-        co_await yield{};
-        if (!rto_at && f->stats().rto != rto0) rto_at = now_ns();
-        if (!ack_at && f->stats().rx_acks != acks0) ack_at = now_ns();
-      }
-      if (vm.count("trace") && rto_at)
-        fmt::print(stderr, "exchange {}: RTO after {} us (rto {} us, backoff {}, timer due in {} us; wheel now {} next {} real {}), ACK after {} us, echo after {} us\n", i,
-                   (rto_at - t0) / 1000, rto_armed / 1000, backoff0, rto_in, wheel_at_send, wheel_next, t0 / 1000,
-                   ack_at ? (ack_at - t0) / 1000 : 0, (now_ns() - t0) / 1000);
-      if (i >= samples / 10) rtt.push_back(double(now_ns() - t0) / 1000.0);
-      if (vm.count("trace") && double(now_ns() - t0) > 100'000.0) {
-        flow_tuple rt{ip_b, ip_a, f->tuple().remote_port, f->tuple().local_port};
-        flow* fb = tb->endpoint().find(rt);  // racy debug read of shard 1's flow
-        fmt::print(stderr, "slow exchange {} us: A rto {} retx {} cwnd {:.2f} srtt {} | B rto {} retx {} cwnd {:.2f} srtt {} rto {} rx_dup {} rx_ooo {} acks {}\n",
-                   (now_ns() - t0) / 1000, f->stats().rto, f->stats().tx_retx, f->cwnd(), f->rtt().srtt_ns(),
-                   fb ? fb->stats().rto : 0, fb ? fb->stats().tx_retx : 0, fb ? fb->cwnd() : 0.0,
-                   fb ? fb->rtt().srtt_ns() : 0, fb ? fb->rtt().rto_ns() : 0, fb ? fb->stats().rx_dup : 0,
-                   fb ? fb->stats().rx_ooo : 0, fb ? fb->stats().rx_acks : 0);
-      }
+      while (co.got < want && !co.failed) co_await yield{};
+      uint64_t took_ns = now_ns() - t0;
+      if (i >= samples / 10) rtt.push_back(double(took_ns) / 1000.0);
+      if (trace && took_ns > 100'000)
+        fmt::print(stderr,
+                   "slow exchange {}: {} us; RTOs {} tail probes {} (during it: {} / {}), cwnd {:.2f}, "
+                   "srtt {} ns, rto {} ns\n",
+                   i, took_ns / 1000, f->stats().rto, f->stats().tail_probes,
+                   f->stats().rto - rto0, f->stats().tail_probes - probes0, f->cwnd(),
+                   f->rtt().srtt_ns(), f->rtt().rto_ns());
     }
     double p50 = pct(rtt, 0.5), p99 = pct(rtt, 0.99), p999 = pct(rtt, 0.999), mx = rtt.empty() ? 0 : rtt.back();
     fmt::print("window-1 {:5} B: p50 {:7.2f} us  p99 {:7.2f} us  p99.9 {:7.2f} us  max {:8.2f} us  ({} samples, loss {})\n",

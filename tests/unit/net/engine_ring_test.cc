@@ -10,6 +10,8 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "machnet/net/engine.hh"
@@ -83,28 +85,67 @@ TEST_CASE("two hosts over a ring link, 2 queues x 2 shards, emulated RSS: packet
   REQUIRE(servers[1].received > 0);
 }
 
-TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
-  eal_start({});
-  ring_link link("rl2", 1);
-  port pa(link.port_a(), ring_port_cfg(1, 1));
-  port pb(link.port_b(), ring_port_cfg(1, 2));
-  engine_config ca;
-  ca.ip = ip_a;
-  ca.gratuitous_arp = false;
-  engine_group ga(pa, 1, ca);
-  rte_mempool* mp = rte_pktmbuf_pool_create("mf_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-  REQUIRE(mp);
+namespace {
 
-  auto inject = [&](const std::vector<uint8_t>& bytes) {
+// Host A alone on one shard of a ring link, with a pool to craft the frames
+// that arrive on A's RX queue 0 as if from host B.
+struct rx_bench {
+  ring_link link;
+  port pa, pb;
+  engine_config cfg;
+  std::optional<engine_group> ga;
+  rte_mempool* mp;
+
+  rx_bench(const char* name, port_config ca = ring_port_cfg(1, 1))
+      : link((eal_start({}), name), 1),
+        pa(link.port_a(), ca),
+        pb(link.port_b(), ring_port_cfg(1, 2)),
+        mp(rte_pktmbuf_pool_create((std::string(name) + "_pool").c_str(), 1023, 0, 0,
+                                   RTE_MBUF_DEFAULT_BUF_SIZE, 0)) {
+    REQUIRE(mp);
+    cfg.ip = ip_a;
+    cfg.gratuitous_arp = false;
+  }
+  ~rx_bench() { rte_mempool_free(mp); }
+
+  // Queues `bytes` on A's RX; returns the mbuf so a test can set flags on it.
+  rte_mbuf* inject(const std::vector<uint8_t>& bytes) {
     rte_mbuf* m = rte_pktmbuf_alloc(mp);
     REQUIRE(m);
     char* d = rte_pktmbuf_append(m, uint16_t(bytes.size()));
     if (!bytes.empty()) std::memcpy(d, bytes.data(), bytes.size());
     REQUIRE(rte_ring_enqueue(link.rx_ring_a(0), m) == 0);
-  };
+    return m;
+  }
+  // A valid B -> A datagram from `sport` to 9000 with `payload` bytes of 0x5a.
+  std::vector<uint8_t> datagram(uint16_t sport, uint16_t payload) {
+    std::vector<uint8_t> f(udp_headers_len + payload, 0x5a);
+    REQUIRE(build_udp(f.data(), f.size(), mac_addr{{2, 0, 0, 0, 0, 2}}, pa.mac(), ip_b, ip_a,
+                      sport, 9000, payload, true) == udp_headers_len);
+    return f;
+  }
+  // Runs A's engine until it has received `n` packets (bounded); its counters.
+  engine_counters receive(uint64_t n) {
+    if (!ga) ga.emplace(pa, 1, cfg);
+    engine_counters c;
+    smp s{std::vector<reactor_config>(1)};
+    s.run([&]() -> task<int> {
+      engine e(*ga, 0);
+      for (int i = 0; i < 100 && e.counters().rx_packets < n; ++i) co_await sleep(1ms);
+      c = e.counters();
+      co_return 0;
+    });
+    return c;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
+  rx_bench x("rl2");
   // A valid UDP frame to mutate.
   std::vector<uint8_t> good(udp_headers_len + 16, 0xab);
-  REQUIRE(build_udp(good.data(), good.size(), mac_addr{{2, 0, 0, 0, 0, 9}}, pa.mac(), ip_b, ip_a,
+  REQUIRE(build_udp(good.data(), good.size(), mac_addr{{2, 0, 0, 0, 0, 9}}, x.pa.mac(), ip_b, ip_a,
                     5555, 9000, 16, true) == udp_headers_len);
   std::vector<std::vector<uint8_t>> frames;
   for (std::size_t len : {0, 5, 13, 20, 33, 40}) frames.emplace_back(good.begin(), good.begin() + len);
@@ -128,17 +169,10 @@ TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
   frag[ipv4_offset + 10] = uint8_t(ck >> 8);
   frag[ipv4_offset + 11] = uint8_t(ck);
   frames.push_back(frag);
-  for (auto& f : frames) inject(f);
-  inject(good);  // one good datagram: no listener, counted as such
+  for (auto& f : frames) x.inject(f);
+  x.inject(good);  // one good datagram: no listener, counted as such
 
-  engine_counters c;
-  smp s(std::vector<reactor_config>(1));
-  s.run([&]() -> task<int> {
-    engine e(ga, 0);
-    for (int i = 0; i < 100 && e.counters().rx_packets < frames.size() + 1; ++i) co_await sleep(1ms);
-    c = e.counters();
-    co_return 0;
-  });
+  engine_counters c = x.receive(frames.size() + 1);
   INFO(c.drops.str());
   REQUIRE(c.rx_packets == frames.size() + 1);
   REQUIRE(c.drops.total() == frames.size());
@@ -150,91 +184,44 @@ TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
   REQUIRE(c.drops[drop_reason::bad_ip_length] == 2);  // 40 bytes; total length too big
   REQUIRE(c.drops[drop_reason::ip_fragment] == 1);
   REQUIRE(c.udp_no_handler == 1);
-  rte_mempool_free(mp);
 }
 
 TEST_CASE("device RSS hashes are verified against the model; a mismatch refuses to run") {
-  eal_start({});
-  ring_link link("rl3", 1);
-  port pa(link.port_a(), ring_port_cfg(1, 1));
-  port pb(link.port_b(), ring_port_cfg(1, 2));
-  engine_config ca;
-  ca.ip = ip_a;
-  ca.gratuitous_arp = false;
+  rx_bench x("rl3");
   std::string refused;
-  ca.on_rss_mismatch = [&](const std::string& msg) { refused = msg; };
-  engine_group ga(pa, 1, ca);
-  rte_mempool* mp = rte_pktmbuf_pool_create("rss_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-  REQUIRE(mp);
+  x.cfg.on_rss_mismatch = [&](const std::string& msg) { refused = msg; };
   // Datagrams from B to A carrying a "device" RSS hash: correct for the first
   // five, wrong for the sixth, then correct again (still refused).
   for (int i = 0; i < 8; ++i) {
-    rte_mbuf* m = rte_pktmbuf_alloc(mp);
-    REQUIRE(m);
-    auto* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(udp_headers_len + 4)));
     uint16_t sport = uint16_t(40000 + i);
-    REQUIRE(build_udp(d, udp_headers_len + 4, mac_addr{{2, 0, 0, 0, 0, 2}}, pa.mac(), ip_b, ip_a,
-                      sport, 9000, 4, true) == udp_headers_len);
-    uint32_t h = pa.rss().hash(ip_b, ip_a, sport, 9000);
+    rte_mbuf* m = x.inject(x.datagram(sport, 4));
+    uint32_t h = x.pa.rss().hash(ip_b, ip_a, sport, 9000);
     m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH;
     m->hash.rss = i == 5 ? h ^ 0x1 : h;
-    REQUIRE(rte_ring_enqueue(link.rx_ring_a(0), m) == 0);
   }
-  engine_counters c;
-  smp s{std::vector<reactor_config>(1)};
-  s.run([&]() -> task<int> {
-    engine e(ga, 0);
-    for (int i = 0; i < 100 && e.counters().rx_packets < 8; ++i) co_await sleep(1ms);
-    c = e.counters();
-    co_return 0;
-  });
+  engine_counters c = x.receive(8);
   REQUIRE(c.rx_packets == 8);
   REQUIRE(c.rss_verified == 5);
   REQUIRE(c.rss_refused == 3);
   REQUIRE(c.udp_no_handler == 5);  // the verified ones went on to demux
   REQUIRE_THAT(refused, Catch::Contains("RSS verification failed") && Catch::Contains("Refusing"));
-  rte_mempool_free(mp);
 }
 
 TEST_CASE("injected corruption voids the device's checksum-good flags") {
   // Regression: af_packet marks checksums good; corrupting such a packet in
   // the port's fault injection let it through unverified (a flaky RST in CI).
-  eal_start({});
-  ring_link link("rl4", 1);
   auto cfg = ring_port_cfg(1, 1);
   cfg.faults.rx_corrupt = 1.0;
-  port pa(link.port_a(), cfg);
-  port pb(link.port_b(), ring_port_cfg(1, 2));
-  engine_config ca;
-  ca.ip = ip_a;
-  ca.gratuitous_arp = false;
-  engine_group ga(pa, 1, ca);
-  rte_mempool* mp = rte_pktmbuf_pool_create("ck_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-  REQUIRE(mp);
+  rx_bench x("rl4", cfg);
   constexpr int frames = 20;
   for (int i = 0; i < frames; ++i) {
-    rte_mbuf* m = rte_pktmbuf_alloc(mp);
-    REQUIRE(m);
-    const uint16_t payload = 1000;
-    auto* d = reinterpret_cast<uint8_t*>(rte_pktmbuf_append(m, uint16_t(udp_headers_len + payload)));
-    std::memset(d + udp_headers_len, 0x5a, payload);
-    REQUIRE(build_udp(d, udp_headers_len + payload, mac_addr{{2, 0, 0, 0, 0, 2}}, pa.mac(), ip_b,
-                      ip_a, 5555, 9000, payload, true) == udp_headers_len);
+    rte_mbuf* m = x.inject(x.datagram(5555, 1000));
     m->ol_flags |= RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_GOOD;
-    REQUIRE(rte_ring_enqueue(link.rx_ring_a(0), m) == 0);
   }
-  engine_counters c;
-  smp s{std::vector<reactor_config>(1)};
-  s.run([&]() -> task<int> {
-    engine e(ga, 0);
-    for (int i = 0; i < 100 && e.counters().rx_packets < frames; ++i) co_await sleep(1ms);
-    c = e.counters();
-    co_return 0;
-  });
+  engine_counters c = x.receive(frames);
   INFO(c.drops.str());
   REQUIRE(c.rx_packets == frames);
-  REQUIRE(pa.stats(0).fault_corrupted == frames);
+  REQUIRE(x.pa.stats(0).fault_corrupted == frames);
   REQUIRE(c.drops.total() == frames);  // every corrupted frame caught by a checksum
   REQUIRE(c.udp_no_handler == 0);
-  rte_mempool_free(mp);
 }

@@ -90,8 +90,6 @@ class flow {
   double cwnd() const noexcept { return _cc.cwnd(); }
   const rtt_estimator& rtt() const noexcept { return _rtt; }
   const swift_cc& cc() const noexcept { return _cc; }
-  /// When the retransmission timer fires (wheel µs), or 0 when not armed.
-  uint64_t rto_deadline_us() const noexcept { return _rto_timer.armed() ? _rto_timer.deadline_us() : 0; }
   /// Unacknowledged packets in flight (sent, neither acked nor sacked).
   unsigned packets_in_flight() const noexcept { return _pipe; }
 
