@@ -11,7 +11,13 @@
 
 #include <fmt/format.h>
 
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <stdexcept>
 
@@ -23,6 +29,38 @@ namespace {
 std::atomic<unsigned> g_pool_seq{0};
 
 std::string device_name(const std::string& device) { return device.substr(0, device.find(',')); }
+
+// A memif server whose previous process died leaves its socket file behind
+// and the PMD refuses to bind. Remove it when nobody answers on it (a live
+// server keeps it: the probe then fails as it should).
+void remove_stale_memif_socket(const std::string& device) {
+  if (device.rfind("net_memif", 0) != 0) return;
+  std::string path;
+  bool server = true, abstract = true;
+  std::size_t pos = device.find(',');
+  while (pos != std::string::npos) {
+    std::size_t next = device.find(',', pos + 1);
+    std::string kv = device.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    if (kv.rfind("socket=", 0) == 0) path = kv.substr(7);
+    else if (kv == "role=client") server = false;
+    else if (kv == "socket-abstract=no") abstract = false;
+    pos = next;
+  }
+  if (!server || abstract || path.empty() || path.size() >= sizeof(sockaddr_un::sun_path)) return;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
+  int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), path.size());
+  bool refused = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == ECONNREFUSED;
+  ::close(fd);
+  if (refused) {
+    log::warn("port {}: removing stale memif socket {} (nobody listens on it)", device_name(device), path);
+    ::unlink(path.c_str());
+  }
+}
 
 [[noreturn]] void fail(const std::string& device, const std::string& what, int err) {
   throw std::runtime_error(fmt::format("port {}: {}: {}", device, what, rte_strerror(err < 0 ? -err : err)));
@@ -53,6 +91,7 @@ port::port(const port_config& cfg) : _device(cfg.device) {
   eal_start(ec);
   uint16_t id;
   if (rte_eth_dev_get_port_by_name(name.c_str(), &id) != 0) {
+    remove_stale_memif_socket(cfg.device);
     int rc = rte_dev_probe(cfg.device.c_str());
     if (rc < 0) fail(cfg.device, "cannot probe the device (check the device string and that its "
                                  "driver can open it)", rc);

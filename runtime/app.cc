@@ -20,22 +20,36 @@ namespace {
 std::atomic<int> g_signal{0};
 std::atomic<reactor*> g_signal_target{nullptr};
 
+std::atomic<int> g_signal_count{0};
+
 void on_signal(int sig) {
   g_signal.store(sig, std::memory_order_relaxed);
+  g_signal_count.fetch_add(1, std::memory_order_relaxed);
   if (auto* r = g_signal_target.load(std::memory_order_acquire)) r->wake();
 }
 
 // Shard 0's poller: turns a received SIGINT/SIGTERM into an orderly stop.
+// With stop_in_main, the first signal is left to main and a second one stops.
 class signal_poller final : public pollfn {
  public:
+  explicit signal_poller(bool in_main) : _in_main(in_main) {}
   bool poll() override {
-    int sig = g_signal.load(std::memory_order_relaxed);
-    if (!sig) return false;
-    log::info("received signal {}, stopping", sig);
+    int n = g_signal_count.load(std::memory_order_relaxed);
+    if (n == _seen) return false;
+    _seen = n;
+    if (_in_main && n == 1) {
+      log::info("received signal {}, shutting down", g_signal.load(std::memory_order_relaxed));
+      return true;
+    }
+    log::info("received signal {}, stopping", g_signal.load(std::memory_order_relaxed));
     smp::instance().stop(0);
     return true;
   }
-  bool pure_poll() override { return g_signal.load(std::memory_order_relaxed) != 0; }
+  bool pure_poll() override { return g_signal_count.load(std::memory_order_relaxed) != _seen; }
+
+ private:
+  bool _in_main;
+  int _seen = 0;
 };
 
 unsigned parse_uint(const std::string& s, const std::string& what) {
@@ -166,9 +180,10 @@ int app_template::run(int argc, char** argv, main_fn main) {
   }
 
   smp shards(_cfg.shards);
-  signal_poller sigs;
+  signal_poller sigs(_stop_in_main);
   shards.shard(0).register_poller(&sigs);
   g_signal.store(0);
+  g_signal_count.store(0);
   g_signal_target.store(&shards.shard(0), std::memory_order_release);
   struct sigaction sa {};
   sa.sa_handler = on_signal;
@@ -185,5 +200,7 @@ int app_template::run(int argc, char** argv, main_fn main) {
   shards.shard(0).unregister_poller(&sigs);
   return rc;
 }
+
+bool app_template::stop_requested() noexcept { return g_signal_count.load(std::memory_order_relaxed) != 0; }
 
 }  // namespace machnet

@@ -49,7 +49,15 @@ class app_template {
 
   const runtime_config& config() const noexcept { return _cfg; }
 
+  /// SIGINT/SIGTERM normally stop every shard at once. After this call they
+  /// only set stop_requested() (and wake shard 0): main winds down in order
+  /// and returns. A second signal stops at once.
+  void stop_in_main() noexcept { _stop_in_main = true; }
+  /// A stop signal arrived (see stop_in_main).
+  static bool stop_requested() noexcept;
+
  private:
+  bool _stop_in_main = false;
   std::string _name;
   std::string _description;
   boost::program_options::options_description _app_opts;

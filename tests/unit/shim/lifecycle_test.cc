@@ -1,0 +1,162 @@
+// Tests of libmachnet's life cycle: machnet_init twice, detach, concurrent
+// attaches, machnetd's death (ESHUTDOWN, then machnet_init reconnects), and
+// the reference C program run against a sidecar.
+#include <catch2/catch.hpp>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "machnet.h"
+#include "session.hh"
+
+extern char** environ;
+
+using namespace machnet::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("machnet_init again while connected keeps the connection") {
+  session s;
+  REQUIRE(machnet_init() == 0);
+  REQUIRE(machnet_init() == 0);
+  // Still the same connection: the first channel and a new one both work.
+  void* ch2 = machnet_attach();
+  REQUIRE(ch2 != nullptr);
+  CHECK(s.sidecar.channel_ids().size() == 2);
+  REQUIRE(machnet_send(s.ch, s.flow, "a", 1) == 0);
+  char buf[4];
+  CHECK(machnet_recv_wait(s.ch, buf, sizeof buf, nullptr, 5000) == 1);
+  CHECK(machnet_detach(ch2) == 0);
+}
+
+TEST_CASE("detach gives the channel back to machnetd") {
+  session s;
+  void* a = machnet_attach();
+  void* b = machnet_attach();
+  REQUIRE(a != nullptr);
+  REQUIRE(b != nullptr);
+  CHECK(a != b);
+  CHECK(s.sidecar.channel_ids().size() == 3);
+  CHECK(machnet_detach(a) == 0);
+  CHECK(s.sidecar.channel_ids().size() == 2);
+  CHECK(machnet_detach(b) == 0);
+  CHECK(s.sidecar.channel_ids() == std::vector<uint32_t>{s.id});
+}
+
+TEST_CASE("threads attach concurrently and each uses its own channel") {
+  loopback_sidecar sidecar;
+  REQUIRE(machnet_init() == 0);
+  constexpr int threads = 4;
+  std::vector<int> ok(threads, 0);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      void* ch = machnet_attach();
+      if (!ch) return;
+      MachnetFlow_t f{};
+      if (machnet_connect(ch, "10.0.0.1", "10.0.0.2", uint16_t(7000 + t), &f) != 0) return;
+      std::vector<uint8_t> in(70'000);
+      int good = 0;
+      for (int i = 0; i < 50; ++i) {
+        auto out = payload(1000 * i + 1, uint32_t(t * 100 + i));
+        if (machnet_send(ch, f, out.data(), out.size()) != 0) break;
+        ssize_t n = machnet_recv_wait(ch, in.data(), in.size(), nullptr, 5000);
+        if (n == ssize_t(out.size()) && std::memcmp(in.data(), out.data(), out.size()) == 0) ++good;
+      }
+      ok[t] = good;
+      machnet_detach(ch);
+    });
+  }
+  for (auto& th : ts) th.join();
+  for (int t = 0; t < threads; ++t) CHECK(ok[t] == 50);
+  CHECK(sidecar.refusals() == 0);
+}
+
+TEST_CASE("machnetd's death fails calls with ESHUTDOWN, then machnet_init reconnects") {
+  auto first = std::make_unique<loopback_sidecar>();
+  REQUIRE(machnet_init() == 0);
+  void* old = machnet_attach();
+  REQUIRE(old != nullptr);
+  MachnetFlow_t f{};
+  REQUIRE(machnet_connect(old, "10.0.0.1", "10.0.0.2", 5000, &f) == 0);
+  REQUIRE(machnet_send(old, f, "x", 1) == 0);
+
+  first->kill();
+  std::this_thread::sleep_for(5ms);
+  char buf[8];
+  errno = 0;
+  CHECK(machnet_send(old, f, "y", 1) == -1);
+  CHECK(errno == ESHUTDOWN);
+  errno = 0;
+  CHECK(machnet_recv(old, buf, sizeof buf, nullptr) == -1);
+  CHECK(errno == ESHUTDOWN);
+  errno = 0;
+  CHECK(machnet_listen(old, "10.0.0.1", 80) == -1);
+  CHECK(errno == ESHUTDOWN);
+  errno = 0;
+  CHECK(machnet_attach() == nullptr);
+  CHECK(errno == ESHUTDOWN);
+  // No machnetd at all: init says so.
+  errno = 0;
+  CHECK(machnet_init() == -1);
+  CHECK((errno == ENOENT || errno == ECONNREFUSED));
+
+  loopback_sidecar second;
+  REQUIRE(machnet_init() == 0);
+  void* ch = machnet_attach();
+  REQUIRE(ch != nullptr);
+  REQUIRE(machnet_connect(ch, "10.0.0.1", "10.0.0.2", 5000, &f) == 0);
+  REQUIRE(machnet_send(ch, f, "hello", 5) == 0);
+  CHECK(machnet_recv_wait(ch, buf, sizeof buf, nullptr, 5000) == 5);
+  // The old channel stays failed; detaching it still frees it.
+  errno = 0;
+  CHECK(machnet_send(old, f, "y", 1) == -1);
+  CHECK(errno == ESHUTDOWN);
+  CHECK(machnet_detach(old) == 0);
+  CHECK(machnet_detach(ch) == 0);
+  CHECK(second.refusals() == 0);
+}
+
+TEST_CASE("the reference C program answers a hello through libmachnet") {
+  char self[PATH_MAX]{};
+  REQUIRE(::readlink("/proc/self/exe", self, sizeof self - 1) > 0);
+  std::string exe = std::string(self);
+  exe = exe.substr(0, exe.rfind('/')) + "/../../net/shim/machnet_reference_api";
+  REQUIRE(::access(exe.c_str(), X_OK) == 0);
+
+  loopback_sidecar sidecar;  // sets MACHNET_CONTROL_SOCKET for the child
+  const char* argv[] = {exe.c_str(), "server", "10.0.0.1", "0.0.0.0", "5555", nullptr};
+  pid_t pid;
+  REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
+  // Wait for its listen, then send it a hello as if from the network.
+  uint32_t id = 0;
+  auto t = std::chrono::steady_clock::now();
+  while (id == 0 && ms_since(t) < 10'000) {
+    for (auto& r : sidecar.requests())
+      if (r.op == machnet::shm::ctrl_op::listen && r.local_port == 5555) id = sidecar.channel_ids().back();
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(id != 0);
+  const char hello[] = "hello";
+  sidecar.inject(id, {0x0a000001, 0x0a000002, 5555, 40000},
+                 std::vector<uint8_t>(hello, hello + sizeof hello));
+  // It answers (the loopback echoes its answers back: the second is its goodbye).
+  int status = -1;
+  t = std::chrono::steady_clock::now();
+  pid_t w = 0;
+  while ((w = ::waitpid(pid, &status, WNOHANG)) == 0 && ms_since(t) < 20'000)
+    std::this_thread::sleep_for(5ms);
+  if (w == 0) ::kill(pid, SIGKILL), ::waitpid(pid, &status, 0);
+  REQUIRE(w == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(sidecar.refusals() == 0);
+}
