@@ -96,15 +96,24 @@ void sidecar_shard::abort_flow(const flow_tuple& t) {
   }
 }
 
+void sidecar_shard::close_flow(const flow_tuple& t) {
+  if (transport::flow* f = _ts->endpoint().find(t)) {
+    f->set_context(nullptr);
+    f->close();
+  }
+}
+
 void sidecar_shard::close_channel(uint32_t id, bool tell_app) {
   auto it = _channels.find(id);
   if (it == _channels.end()) return;
   channel& c = *it->second;
   if (tell_app) c.ch->shut();
+  // Like a socket's close: what the app sent is still delivered, then the
+  // flow closes (or fails after the retries if the peer is gone).
   for (auto& [t, r] : c.flows) {
     flow_tuple tt = t;
-    if (r.shard == _id) abort_flow(tt);
-    else spawn_on(r.shard, [s = _all.shard[r.shard], tt] { s->abort_flow(tt); });
+    if (r.shard == _id) close_flow(tt);
+    else spawn_on(r.shard, [s = _all.shard[r.shard], tt] { s->close_flow(tt); });
   }
   for (uint16_t port : c.ports)
     for (sidecar_shard* s : _all.shard)

@@ -98,7 +98,8 @@ void channel_engine::refuse(tx_refusal r) noexcept {
 
 bool channel_engine::pop_tx(const tx_sink& sink) {
   uint32_t head;
-  for (;;) {
+  // Bounded: an app feeding garbage from another thread cannot keep us here.
+  for (uint32_t tries = 0; tries < _map.ring_slots(); ++tries) {
     if (_retry != no_buffer) {
       head = _retry;
       _retry = no_buffer;
@@ -131,7 +132,9 @@ bool channel_engine::pop_tx(const tx_sink& sink) {
     }
     uint64_t total = 0;
     uint32_t i = head;
+    uint32_t rest = head;  // where a refused chain continues (for reclaiming)
     while (why == tx_refusal::none) {
+      rest = i;
       if (i >= p.buf_count) { why = tx_refusal::bad_index; break; }
       if (!_app_owned[i]) { why = tx_refusal::not_owned; break; }
       if (_chain.size() == nbufs) { why = tx_refusal::bad_chain; break; }
@@ -141,17 +144,36 @@ bool channel_engine::pop_tx(const tx_sink& sink) {
       const buf_hdr* b = _map.buffer(i);
       uint32_t len = __atomic_load_n(&b->len, __ATOMIC_RELAXED);
       uint32_t next = __atomic_load_n(&b->next, __ATOMIC_RELAXED);
+      rest = next;
       if (len > per_buf) { why = tx_refusal::bad_length; break; }
       _spans.emplace_back(_map.data(i), len);
       total += len;
       if (next == no_buffer) break;
       i = next;
     }
+    // A refused chain: take back the rest of it too (every buffer the app
+    // owns, up to the end, a bad index or one it does not own). Each step
+    // takes a buffer, so this ends within buf_count steps.
+    if (why != tx_refusal::none) {
+      while (rest < p.buf_count && _app_owned[rest]) {
+        _app_owned[rest] = 0;
+        _chain.push_back(rest);
+        rest = __atomic_load_n(&_map.buffer(rest)->next, __ATOMIC_RELAXED);
+      }
+    }
     if (why == tx_refusal::none && (_chain.size() != nbufs || total != msg_len))
       why = total != msg_len ? tx_refusal::bad_length : tx_refusal::bad_chain;
     if (why == tx_refusal::none) {
       // The app may still scribble on the bytes while we copy: its own message.
-      if (!sink(flow, msg_len, std::span<const std::span<const uint8_t>>(_spans))) {
+      bool taken;
+      try {
+        taken = sink(flow, msg_len, std::span<const std::span<const uint8_t>>(_spans));
+      } catch (...) {
+        for (uint32_t b : _chain) _app_owned[b] = 1;  // still the app's, still queued
+        _retry = head;
+        throw;
+      }
+      if (!taken) {
         for (uint32_t b : _chain) _app_owned[b] = 1;  // still the app's, still queued
         _retry = head;
         return false;
@@ -164,6 +186,7 @@ bool channel_engine::pop_tx(const tx_sink& sink) {
     for (uint32_t b : _chain) _free.push_back(b);  // taken back above
     if (why == tx_refusal::none) return true;
   }
+  return false;
 }
 
 bool channel_engine::deliver(const flow_info& f, std::span<const uint8_t> bytes) {

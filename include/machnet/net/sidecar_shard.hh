@@ -113,6 +113,7 @@ class sidecar_shard final : public transport::transport_owner, public pollfn {
   /// A flow of channel (shard, id) ended on this shard: drop its route there.
   void flow_gone(const flow_tuple& t, uint32_t id, unsigned shard, int status);
   void abort_flow(const flow_tuple& t);
+  void close_flow(const flow_tuple& t);
   channel* find(uint32_t id) noexcept;
   void unwatch(channel& c);
   void spawn_on(unsigned shard, std::function<void()> fn);

@@ -205,7 +205,7 @@ TEST_CASE("channel_map::create refuses bad parameters") {
   REQUIRE_THROWS_WITH(channel_map::create(params(1024, 16384), "bad"), Contains("too small"));
 }
 
-TEST_CASE("channel_map::attach maps what create wrote; both sides share it") {
+TEST_CASE("channel_map::attach maps what create wrote, both sides share it") {
   channel_map m = channel_map::create(params(64, 1u << 20, 4), "test channel");
   channel_map a = channel_map::attach(::dup(m.fd()));
   REQUIRE(a.mapped());
