@@ -138,7 +138,7 @@ MACHNET_API ssize_t machnet_recv_wait(const void *channel, void *buf, size_t len
 MACHNET_API int machnet_recvmsg_wait(const void *channel, MachnetMsgHdr_t *msghdr, int timeout_ms);
 
 /** Closes a flow of the channel in order (messages queued before are sent).
- *  0, or -1 (EINVAL, ENOENT unknown flow, ESHUTDOWN, ETIMEDOUT). */
+ *  0, or -1 (EINVAL, ESHUTDOWN, ETIMEDOUT, or machnetd's reason). */
 MACHNET_API int machnet_close(const void *channel, MachnetFlow_t flow);
 
 /** Gives the channel back: machnetd resets its flows; the pointer is invalid

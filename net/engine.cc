@@ -303,6 +303,7 @@ void engine::deliver_udp(rte_mbuf* m, const parse_result& p) {
     return;
   }
   ++_c.udp_no_handler;
+  if (_default) return _default->on_udp(*this, m, p);
   rte_pktmbuf_free(m);
 }
 

@@ -13,9 +13,13 @@ transport_shard::transport_shard(engine& e, transport::transport_owner& owner,
                                  transport::transport_config cfg)
     : _engine(e), _owner(owner), _ports(e.group().flow_rss(), uint16_t(e.shard())) {
   _ep.emplace(*this, static_cast<transport::transport_owner&>(*this), cfg);
+  // Datagrams for closed ports reach the endpoint, which answers a SYN with
+  // RST (the connector fails with "refused" at once instead of timing out).
+  _engine.set_default_handler(this);
 }
 
 transport_shard::~transport_shard() {
+  _engine.set_default_handler(nullptr);
   _ep.reset();  // drops flows (their timers) while the engine still exists
 }
 

@@ -67,13 +67,13 @@ int send_one(app_channel* c, const MachnetMsgHdr_t* m) noexcept {
 // Timeout in ms (-1 forever) to a deadline; false for other negative values.
 bool to_deadline(int timeout_ms, int64_t* deadline) noexcept {
   if (timeout_ms < -1) return false;
-  *deadline = timeout_ms == -1 ? shim::no_deadline
-                               : shim::now_ns() + int64_t(timeout_ms) * 1'000'000;
+  *deadline =
+      timeout_ms == -1 ? shim::no_deadline : shim::now_ns() + int64_t(timeout_ms) * 1'000'000;
   return true;
 }
 
-ssize_t recv_impl(const void* channel, void* buf, size_t len, MachnetFlow_t* flow,
-                  int64_t deadline, bool wait) noexcept {
+ssize_t recv_impl(const void* channel, void* buf, size_t len, MachnetFlow_t* flow, int64_t deadline,
+                  bool wait) noexcept {
   app_channel* c = app_channel::from(channel);
   if (!c || (!buf && len > 0)) return fail(EINVAL);
   MachnetIovec_t iov{buf, len};
@@ -127,7 +127,9 @@ MACHNET_API void* machnet_attach(void) {
     return nullptr;
   }
   try {
-    return new app_channel(std::move(g));
+    auto* c = new app_channel(std::move(g));
+    shim::link_track(c, true);
+    return c;
   } catch (const std::bad_alloc&) {
     for (int fd : {g.engine_bell, g.app_bell, g.watch_fd})
       if (fd >= 0) ::close(fd);
@@ -141,6 +143,7 @@ MACHNET_API int machnet_detach(void* channel) {
   app_channel* c = app_channel::from(channel);
   if (!c) return fail(EINVAL);
   shim::link_detach(c->id(), c->generation());
+  shim::link_track(c, false);
   delete c;
   return 0;
 }
@@ -157,8 +160,8 @@ MACHNET_API int machnet_connect(void* channel, const char* local_ip, const char*
                                 uint16_t remote_port, MachnetFlow_t* flow) {
   app_channel* c = app_channel::from(channel);
   uint32_t lip, rip;
-  if (!c || !flow || !parse_ip(local_ip, &lip) || !parse_ip(remote_ip, &rip) ||
-      remote_port == 0 || rip == 0)
+  if (!c || !flow || !parse_ip(local_ip, &lip) || !parse_ip(remote_ip, &rip) || remote_port == 0 ||
+      rip == 0)
     return fail(EINVAL);
   shm::flow_info f;
   int e = c->connect(lip, rip, remote_port, &f);
@@ -174,8 +177,7 @@ MACHNET_API int machnet_close(const void* channel, MachnetFlow_t flow) {
   return e ? fail(e) : 0;
 }
 
-MACHNET_API int machnet_send(const void* channel, MachnetFlow_t flow, const void* buf,
-                             size_t len) {
+MACHNET_API int machnet_send(const void* channel, MachnetFlow_t flow, const void* buf, size_t len) {
   app_channel* c = app_channel::from(channel);
   if (!c || !buf || len == 0) return fail(EINVAL);
   if (len > shm::max_message) return fail(EMSGSIZE);
@@ -218,8 +220,7 @@ MACHNET_API int machnet_recvmsg(const void* channel, MachnetMsgHdr_t* msghdr) {
   return recvmsg_impl(channel, msghdr, 0, false);
 }
 
-MACHNET_API int machnet_recvmsg_wait(const void* channel, MachnetMsgHdr_t* msghdr,
-                                     int timeout_ms) {
+MACHNET_API int machnet_recvmsg_wait(const void* channel, MachnetMsgHdr_t* msghdr, int timeout_ms) {
   int64_t deadline;
   if (!to_deadline(timeout_ms, &deadline)) return fail(EINVAL);
   return recvmsg_impl(channel, msghdr, deadline, timeout_ms != 0);

@@ -48,6 +48,14 @@ app_channel::~app_channel() {
     if (fd >= 0) ::close(fd);
 }
 
+void app_channel::orphan() noexcept {
+  for (int* fd : {&_engine_bell, &_app_bell, &_watch_fd}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
+  _dead = true;
+}
+
 app_channel* app_channel::from(const void* handle) noexcept {
   auto* c = static_cast<app_channel*>(const_cast<void*>(handle));
   return c && c->_magic == channel_magic ? c : nullptr;

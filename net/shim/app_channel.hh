@@ -5,8 +5,8 @@
 #pragma once
 
 #include <array>
-#include <cerrno>
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
@@ -50,6 +50,9 @@ class app_channel {
   static app_channel* from(const void* handle) noexcept;
   uint32_t id() const noexcept { return _id; }
   uint64_t generation() const noexcept { return _generation; }
+
+  /// In a forked child: closes the inherited fds and fails every later call.
+  void orphan() noexcept;
 
   /// 0 while machnetd serves the channel, else ESHUTDOWN (sticky). Cheap:
   /// the control socket is polled at most about once a millisecond.
@@ -118,8 +121,8 @@ class app_channel {
   shm::ring_producer<shm::ctrl_req> _sq;
   shm::ring_consumer<shm::ctrl_resp> _cq;
 
-  std::vector<uint32_t> _tx_bufs;  // scratch: buffers of the message being sent
-  std::vector<uint32_t> _rx_bufs;  // scratch: buffers of the pending message
+  std::vector<uint32_t> _tx_bufs;      // scratch: buffers of the message being sent
+  std::vector<uint32_t> _rx_bufs;      // scratch: buffers of the pending message
   uint32_t _pending = shm::no_buffer;  // head of a received message not yet taken
 
   uint64_t _ctrl_id = 0;

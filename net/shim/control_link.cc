@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -31,12 +32,40 @@ struct link_state {
   int fd = -1;              // the control socket, or -1 before machnet_init
   uint64_t generation = 0;  // of fd; each connection gets a new one
   uint64_t next_id = 0;
+  std::vector<const void*> channels;  // live channels (see link_track)
 };
+
+void before_fork();
+void after_fork_in_parent();
+void after_fork_in_child();
 
 // Never destroyed: channels may be used by threads still running at exit.
 link_state& the_link() {
-  static link_state* l = new link_state;
+  static link_state* l = [] {
+    auto* s = new link_state;
+    ::pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+    return s;
+  }();
   return *l;
+}
+
+// A forked child is another app: it must not speak on its parent's control
+// connection nor touch its parent's channels (each ring has one producer and
+// one consumer), and its copies of their fds would keep them open after the
+// parent is gone. So the child closes them all; its calls on inherited
+// channels fail with ESHUTDOWN, and machnet_init() connects it anew.
+void before_fork() { the_link().mu.lock(); }
+
+void after_fork_in_parent() { the_link().mu.unlock(); }
+
+void after_fork_in_child() {
+  link_state& l = the_link();
+  if (l.fd >= 0) ::close(l.fd);
+  l.fd = -1;
+  link_mark_dead(l.generation);
+  for (const void* c : l.channels)
+    if (app_channel* ch = app_channel::from(c)) ch->orphan();
+  l.mu.unlock();
 }
 
 // Connections 1 .. dead_upto are gone (a reconnect only happens after the
@@ -95,6 +124,19 @@ bool hung_up(int fd) noexcept {
   return n > 0 && (p.revents & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL));
 }
 
+void link_track(const void* channel, bool live) noexcept {
+  link_state& l = the_link();
+  std::lock_guard lock(l.mu);
+  try {
+    if (live) {
+      l.channels.push_back(channel);
+    } else {
+      std::erase(l.channels, channel);
+    }
+  } catch (const std::bad_alloc&) {
+  }
+}
+
 bool link_dead(uint64_t generation) noexcept {
   return generation <= dead_upto.load(std::memory_order_acquire);
 }
@@ -142,7 +184,8 @@ int link_init() noexcept {
       e = reply.status > 0 ? reply.status : EPROTO;
       if (reply.text[0]) report("machnetd refused hello", reply.text);
     }
-    if (e == EPROTO) report(("control socket " + path).c_str(), "not a machnetd of this protocol version");
+    if (e == EPROTO)
+      report(("control socket " + path).c_str(), "not a machnetd of this protocol version");
     if (e) {
       ::close(fd);
       return e == ECONNRESET ? ECONNREFUSED : e;

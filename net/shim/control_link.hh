@@ -26,6 +26,10 @@ int link_attach(attach_grant& out) noexcept;
 /// Tells machnetd a channel is done (best effort; nothing if the link is gone).
 void link_detach(uint32_t channel_id, uint64_t generation) noexcept;
 
+/// Records a live channel (or forgets it). Channels an app never detaches
+/// stay reachable from here until exit, as the reference API has no detach.
+void link_track(const void* channel, bool live) noexcept;
+
 /// True once the connection of `generation` is known to be gone.
 bool link_dead(uint64_t generation) noexcept;
 /// Records that the connection of `generation` is gone (all its channels fail).

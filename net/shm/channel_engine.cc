@@ -86,7 +86,10 @@ bool channel_engine::reclaim() {
     ++in_ring;
     pushed = true;
   }
-  if (pushed) _free_ring.publish();
+  if (pushed) {
+    _free_ring.publish();
+    _produced = true;  // a sender short of buffers may sleep: flush() wakes it
+  }
   return freed;
 }
 

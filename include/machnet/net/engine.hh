@@ -141,6 +141,9 @@ class engine final : public pollfn {
   /// are per shard: register on every shard). False if taken.
   bool listen(uint16_t local_port, udp_handler* h);
   void unlisten(uint16_t local_port);
+  /// Gets the datagrams no flow or listener takes (nullptr: dropped and
+  /// counted). The transport uses it to answer SYNs to closed ports with RST.
+  void set_default_handler(udp_handler* h) noexcept { _default = h; }
   /// Delivers the datagrams of exactly `f` (takes precedence over listeners).
   bool attach(const flow_tuple& f, udp_handler* h);
   void detach(const flow_tuple& f);
@@ -200,6 +203,7 @@ class engine final : public pollfn {
 
   std::unordered_map<flow_tuple, udp_handler*, flow_tuple_hash> _flows;
   std::unordered_map<uint16_t, udp_handler*> _listeners;
+  udp_handler* _default = nullptr;
   std::vector<udp_handler*> _burst_end;
 
   struct tx_batch {

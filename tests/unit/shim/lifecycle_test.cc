@@ -1,6 +1,6 @@
 // Tests of libmachnet's life cycle: machnet_init twice, detach, concurrent
-// attaches, machnetd's death (ESHUTDOWN, then machnet_init reconnects), and
-// the reference C program run against a sidecar.
+// attaches, machnetd's death (ESHUTDOWN, then machnet_init reconnects), fork,
+// and the reference C program run against a sidecar.
 #include <catch2/catch.hpp>
 
 #include <spawn.h>
@@ -125,6 +125,40 @@ TEST_CASE("machnetd's death fails calls with ESHUTDOWN, then machnet_init reconn
   CHECK(second.refusals() == 0);
 }
 
+TEST_CASE("a forked child connects anew and cannot use its parent's channels") {
+  session s;
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // Only async-safe-ish C API calls here, and _exit: no Catch in the child.
+    char buf[8];
+    errno = 0;
+    if (machnet_send(s.ch, s.flow, "x", 1) != -1 || errno != ESHUTDOWN) ::_exit(1);
+    if (machnet_recv(s.ch, buf, sizeof buf, nullptr) != -1 || errno != ESHUTDOWN) ::_exit(2);
+    if (machnet_init() != 0) ::_exit(3);
+    void* c = machnet_attach();
+    MachnetFlow_t f{};
+    if (!c || machnet_connect(c, "10.0.0.1", "10.0.0.2", 5000, &f) != 0) ::_exit(4);
+    if (machnet_send(c, f, "y", 1) != 0) ::_exit(5);
+    if (machnet_recv_wait(c, buf, sizeof buf, nullptr, 5000) != 1 || buf[0] != 'y') ::_exit(6);
+    ::_exit(0);  // no detach: its connection closing ends its channel
+  }
+  int status = -1;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The parent's channel is untouched, and the child's is gone with it.
+  REQUIRE(machnet_send(s.ch, s.flow, "z", 1) == 0);
+  char buf[8];
+  CHECK(machnet_recv_wait(s.ch, buf, sizeof buf, nullptr, 5000) == 1);
+  CHECK(buf[0] == 'z');
+  auto t = std::chrono::steady_clock::now();
+  while (s.sidecar.channel_ids().size() != 1 && ms_since(t) < 5000)
+    std::this_thread::sleep_for(1ms);
+  CHECK(s.sidecar.channel_ids() == std::vector<uint32_t>{s.id});
+  CHECK(s.sidecar.refusals() == 0);
+}
+
 TEST_CASE("the reference C program answers a hello through libmachnet") {
   char self[PATH_MAX]{};
   REQUIRE(::readlink("/proc/self/exe", self, sizeof self - 1) > 0);
@@ -135,13 +169,15 @@ TEST_CASE("the reference C program answers a hello through libmachnet") {
   loopback_sidecar sidecar;  // sets MACHNET_CONTROL_SOCKET for the child
   const char* argv[] = {exe.c_str(), "server", "10.0.0.1", "0.0.0.0", "5555", nullptr};
   pid_t pid;
-  REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ) == 0);
+  REQUIRE(::posix_spawn(&pid, exe.c_str(), nullptr, nullptr, const_cast<char**>(argv), environ) ==
+          0);
   // Wait for its listen, then send it a hello as if from the network.
   uint32_t id = 0;
   auto t = std::chrono::steady_clock::now();
   while (id == 0 && ms_since(t) < 10'000) {
     for (auto& r : sidecar.requests())
-      if (r.op == machnet::shm::ctrl_op::listen && r.local_port == 5555) id = sidecar.channel_ids().back();
+      if (r.op == machnet::shm::ctrl_op::listen && r.local_port == 5555)
+        id = sidecar.channel_ids().back();
     std::this_thread::sleep_for(1ms);
   }
   REQUIRE(id != 0);

@@ -39,11 +39,11 @@ class loopback_sidecar {
  public:
   static constexpr uint32_t host_ip = 0x0a000001;  // 10.0.0.1
   // Ports with special answers.
-  static constexpr uint16_t port_in_use = 7;       // listen: EADDRINUSE
-  static constexpr uint16_t port_refused = 1;      // connect: ECONNREFUSED
-  static constexpr uint16_t port_timeout = 2;      // connect: ETIMEDOUT
-  static constexpr uint16_t port_late = 3;         // connect: answered after 300 ms
-  static constexpr uint16_t port_silent = 4;       // connect: answered after late_answer_ms
+  static constexpr uint16_t port_in_use = 7;   // listen: EADDRINUSE
+  static constexpr uint16_t port_refused = 1;  // connect: ECONNREFUSED
+  static constexpr uint16_t port_timeout = 2;  // connect: ETIMEDOUT
+  static constexpr uint16_t port_late = 3;     // connect: answered after 300 ms
+  static constexpr uint16_t port_silent = 4;   // connect: answered after late_answer_ms
 
   /// Listens on a fresh socket path and points MACHNET_CONTROL_SOCKET at it.
   explicit loopback_sidecar(shm::channel_params params = {}) : _params(params) {
@@ -108,7 +108,8 @@ class loopback_sidecar {
   /// Queues a message for the app on channel `id` as if it came from the network.
   void inject(uint32_t id, const shm::flow_info& f, std::vector<uint8_t> bytes) {
     call([this, id, f, b = std::move(bytes)]() mutable {
-      if (auto it = _channels.find(id); it != _channels.end()) it->second->held.push_back({f, std::move(b)});
+      if (auto it = _channels.find(id); it != _channels.end())
+        it->second->held.push_back({f, std::move(b)});
     });
   }
   /// machnetd shuts a channel down (sets `closed`, wakes the app).
@@ -317,8 +318,10 @@ class loopback_sidecar {
     r.id = q.id;
     switch (q.op) {
       case shm::ctrl_op::listen:
-        if (q.local_ip != 0 && q.local_ip != host_ip) r.status = EADDRNOTAVAIL;
-        else if (q.local_port == port_in_use) r.status = EADDRINUSE;
+        if (q.local_ip != 0 && q.local_ip != host_ip)
+          r.status = EADDRNOTAVAIL;
+        else if (q.local_port == port_in_use)
+          r.status = EADDRINUSE;
         break;
       case shm::ctrl_op::connect:
         if (q.remote_port == port_refused) {

@@ -136,7 +136,35 @@ TEST_CASE("two sidecars exchange messages of every size") {
   CHECK(settle(h.a.socket(), shm::stat_channels, 0, st));
 }
 
-TEST_CASE("two apps share one sidecar; a port has one listener") {
+TEST_CASE("what an app sent right before it exits is still delivered") {
+  // Bug: machnetd reset an exiting app's flows, dropping its last messages.
+  two_hosts h;
+  use_sidecar(h.b.socket());
+  void* ch = machnet_attach();
+  REQUIRE(ch);
+  REQUIRE(machnet_listen(ch, two_hosts::ip_b, 9006) == 0);
+  constexpr std::size_t size = 1 << 20;
+  pid_t app = ::fork();
+  if (app == 0) {
+    ::setenv(shm::control_socket_env, h.a.socket().c_str(), 1);
+    if (machnet_init() != 0) ::_exit(10);
+    void* c = machnet_attach();
+    MachnetFlow_t f;
+    if (!c || machnet_connect(c, two_hosts::ip_a, two_hosts::ip_b, 9006, &f) != 0) ::_exit(11);
+    std::vector<uint8_t> buf(size);
+    for (std::size_t i = 0; i < size; ++i) buf[i] = pattern(i, 5);
+    ::_exit(machnet_send(c, f, buf.data(), size) == 0 ? 0 : 12);
+  }
+  REQUIRE(wait_child(app) == 0);
+  std::vector<uint8_t> in(size);
+  MachnetFlow_t from;
+  REQUIRE(machnet_recv_wait(ch, in.data(), in.size(), &from, 10000) == ssize_t(size));
+  for (std::size_t i = 0; i < size; ++i)
+    if (in[i] != pattern(i, 5)) FAIL("byte " << i << " differs");
+  machnet_detach(ch);
+}
+
+TEST_CASE("two apps share one sidecar, a port has one listener") {
   two_hosts h;
   pid_t e1 = spawn_echo(h.b.socket(), two_hosts::ip_b, 9001);
   pid_t e2 = spawn_echo(h.b.socket(), two_hosts::ip_b, 9002);
