@@ -13,6 +13,12 @@ constexpr uint64_t ns_per_s = 1'000'000'000;
 
 double us(uint64_t ns) { return double(ns) / 1e3; }
 
+// A message rate as the reference prints it (thousands), with more digits
+// when it is small.
+std::string krate(double per_s) {
+  return per_s >= 100 ? fmt::format("{:.1f}K", per_s / 1e3) : fmt::format("{:.4f}K", per_s / 1e3);
+}
+
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -60,9 +66,9 @@ void client_report::print_second(uint64_t now) {
                       us(_second.percentile(99.99)), us(_second.max()));
   std::string errs;
   if (_second_errors.total()) errs = ", errors: " + errors_text(_second_errors);
-  fmt::print(_out, "[{:6.2f} s] TX/RX (msg/sec, Gbps): ({:.1f}K/{:.1f}K, {:.3f}/{:.3f}). "
+  fmt::print(_out, "[{:6.2f} s] TX/RX (msg/sec, Gbps): ({}/{}, {:.3f}/{:.3f}). "
                    "RTT (p50/99/99.9/99.99/max us): {}{}\n",
-             double(now - _start) / 1e9, tx / s / 1e3, rx / s / 1e3, tx_gbps, rx_gbps, rtt, errs);
+             double(now - _start) / 1e9, krate(tx / s), krate(rx / s), tx_gbps, rx_gbps, rtt, errs);
   std::fflush(_out);
   _second.reset();
   _second_errors = {};
@@ -86,15 +92,18 @@ int client_report::finish(uint64_t now, const std::string& fatal) {
                p999 = us(_total.percentile(99.9)), p9999 = us(_total.percentile(99.99)),
                mx = us(_total.max());
   std::string why = fatal;
-  if (why.empty() && msgs == 0) why = "no reply was received after the warm-up";
+  if (why.empty() && msgs == 0)
+    why = now < _measure_start ? fmt::format("stopped after {:.2f} s, before the warm-up ended",
+                                             double(now - _start) / 1e9)
+                               : "no reply was received after the warm-up";
   if (why.empty() && _errors.verify) why = fmt::format("{} replies failed --verify", _errors.verify);
 
   fmt::print(_out, "msg_gen: {} client, {} flow(s), window {}, {} B messages, {:.2f} s "
                    "(first {:.2f} s warm-up excluded)\n",
              to_string(_o.mode), _o.flows, _o.window, _o.msg_size, double(now - _start) / 1e9,
              _o.warmup_s());
-  fmt::print(_out, "msg_gen: {} msgs in {:.3f} s: {:.1f}K msg/s, {:.3f} Gbps payload (each way)\n", msgs,
-             measured_s, rate / 1e3, gbps);
+  fmt::print(_out, "msg_gen: {} msgs in {:.3f} s: {} msg/s, {:.3f} Gbps payload (each way)\n", msgs,
+             measured_s, krate(rate), gbps);
   if (msgs)
     fmt::print(_out, "msg_gen: RTT us: p50 {:.2f}  p99 {:.2f}  p99.9 {:.2f}  p99.99 {:.2f}  max {:.2f}  "
                      "(min {:.2f}, mean {:.2f})\n",
@@ -136,8 +145,8 @@ void server_report::print_second(uint64_t now) {
   if (_msgs != _msgs_prev) {
     const double rate = double(_msgs - _msgs_prev) / s;
     const double gbps = double(_bytes - _bytes_prev) * 8 / s / 1e9;
-    fmt::print(_out, "[{:6.2f} s] RX/TX (msg/sec, Gbps): ({:.1f}K/{:.1f}K, {:.3f}/{:.3f}){}\n",
-               double(now - _start) / 1e9, rate / 1e3, rate / 1e3, gbps, gbps,
+    fmt::print(_out, "[{:6.2f} s] RX/TX (msg/sec, Gbps): ({}/{}, {:.3f}/{:.3f}){}\n",
+               double(now - _start) / 1e9, krate(rate), krate(rate), gbps, gbps,
                _errors.total() ? ", errors: " + errors_text(_errors) : std::string());
     std::fflush(_out);
   }

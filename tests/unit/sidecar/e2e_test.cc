@@ -136,6 +136,36 @@ TEST_CASE("two sidecars exchange messages of every size") {
   CHECK(settle(h.a.socket(), shm::stat_channels, 0, st));
 }
 
+TEST_CASE("a C program written against the reference API runs unchanged across two sidecars") {
+  two_hosts h;
+  auto run = [&](const std::string& sock, std::vector<std::string> args) {
+    std::string env = std::string(shm::control_socket_env) + "=" + sock;
+    std::vector<char*> envp;
+    for (char** e = environ; *e; ++e)
+      if (std::strncmp(*e, "MACHNET_CONTROL_SOCKET=", 23) != 0) envp.push_back(*e);
+    envp.push_back(env.data());
+    envp.push_back(nullptr);
+    args.insert(args.begin(), REFERENCE_API_PATH);
+    std::vector<char*> av;
+    for (auto& a : args) av.push_back(a.data());
+    av.push_back(nullptr);
+    pid_t pid;
+    REQUIRE(posix_spawn(&pid, REFERENCE_API_PATH, nullptr, nullptr, av.data(), envp.data()) == 0);
+    return pid;
+  };
+  pid_t server = run(h.b.socket(), {"server", two_hosts::ip_b, two_hosts::ip_a, "7777"});
+  // The client retries its connect until the server listens.
+  pid_t client = -1;
+  int rc = -1;
+  for (int attempt = 0; attempt < 20 && rc != 0; ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    client = run(h.a.socket(), {"client", two_hosts::ip_a, two_hosts::ip_b, "7777"});
+    rc = wait_child(client);
+  }
+  CHECK(rc == 0);
+  CHECK(wait_child(server) == 0);
+}
+
 TEST_CASE("what an app sent right before it exits is still delivered") {
   // Bug: machnetd reset an exiting app's flows, dropping its last messages.
   two_hosts h;
