@@ -254,7 +254,9 @@ void flow::on_rto() {
   switch (_state) {
     case flow_state::syn_sent:
       ++_stats.rto;
-      if (++_retries > _cfg.max_connect_retries) {
+      // _last_heard_ns holds the connect's start until the peer answers.
+      if (++_retries > _cfg.max_connect_retries &&
+          now_ns() - _last_heard_ns >= _cfg.connect_timeout_us * 1000) {
         fail(flow_error::connect_timeout);
         return;
       }

@@ -186,6 +186,7 @@ TEST_CASE("connect: nobody listening — refused at once - queued messages retur
 TEST_CASE("connect: unreachable — connect_timeout after the SYN retries", "[flow][handshake]") {
   pair_fixture x;
   x.cfg.max_connect_retries = 3;
+  x.cfg.connect_timeout_us = 0;
   x.start();
   x.ab->set_up(false);
   x.ea->connect(x.t_a)->send(pattern(5, 0));
@@ -194,6 +195,35 @@ TEST_CASE("connect: unreachable — connect_timeout after the SYN retries", "[fl
   CHECK(x.ra.errors[0].e == flow_error::connect_timeout);
   CHECK(x.ra.errors[0].unacked.size() == 1);
   CHECK(x.tab.count(net_flag::syn) == 4);
+}
+
+TEST_CASE("connect: a peer unreachable for 2 s is still reached (seconds of budget, not retries)",
+          "[flow][handshake]") {
+  // Bug: 10 SYNs with backoff gave up after ~0.5 s; on a loaded VM (shards
+  // starved for that long) connects failed that would have succeeded.
+  pair_fixture x;
+  x.start();
+  x.ab->set_up(false);
+  x.ea->connect(x.t_a);
+  x.run_us(2'000'000);
+  CHECK(x.ra.errors.empty());
+  x.ab->set_up(true);
+  x.run_us(300'000);
+  CHECK(x.ra.errors.empty());
+  CHECK(x.rb.accepted.size() == 1);
+}
+
+TEST_CASE("connect: gives up after connect_timeout_us", "[flow][handshake]") {
+  pair_fixture x;
+  x.start();
+  x.ab->set_up(false);
+  uint64_t t0 = x.w.now_ns();
+  x.ea->connect(x.t_a);
+  x.run_us(7'000'000);
+  REQUIRE(x.ra.errors.size() == 1);
+  CHECK(x.ra.errors[0].e == flow_error::connect_timeout);
+  CHECK(x.ra.errors[0].at_ns - t0 >= 5'000'000'000ull);
+  CHECK(x.ra.errors[0].at_ns - t0 < 5'200'000'000ull);
 }
 
 TEST_CASE("close: orderly - after the queue drains - both owners told", "[flow][close]") {

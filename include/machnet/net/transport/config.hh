@@ -66,8 +66,11 @@ struct transport_config {
   /// ... or this long without hearing from the peer while data is
   /// outstanding (0 disables the time bound).
   uint64_t fail_timeout_us = 2'000'000;
-  /// SYN retransmissions before connect fails (backoff from initial_rto_us).
+  /// Connect fails after at least this many SYN retransmissions (backoff
+  /// from initial_rto_us, capped at max_rto_us) *and* connect_timeout_us: a
+  /// loaded VM or a slow-starting peer gets seconds, not half a second.
   unsigned max_connect_retries = 10;
+  uint64_t connect_timeout_us = 5'000'000;
   /// SYN-ACK retransmissions by a half-open accepted flow before it is dropped.
   unsigned max_syn_ack_retries = 6;
   /// RST retransmissions of an orderly close waiting for the peer's ACK.
