@@ -117,6 +117,7 @@ void port::configure(const port_config& cfg) {
   rte_eth_dev_info info;
   if (int rc = rte_eth_dev_info_get(_id, &info); rc != 0) fail(_device, "rte_eth_dev_info_get", rc);
   _caps.driver = info.driver_name ? info.driver_name : "?";
+  _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
   _caps.max_rx_queues = info.max_rx_queues;
   _caps.max_tx_queues = info.max_tx_queues;
   _caps.rx_ipv4_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
@@ -346,6 +347,12 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 
 uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   auto& q = _qstats[queue];
+  if (_tx_needs_link && n && !link_up()) {
+    // The peer is gone: the packets are lost, like on an unplugged wire.
+    q.s.tx_full += 1;
+    for (uint16_t i = 0; i < n; ++i) rte_pktmbuf_free(pkts[i]);
+    return n;
+  }
   if (_shared_tx) rte_spinlock_lock(&q.tx_lock);
   if (n && (_faults.tx_drop > 0 || _faults.tx_corrupt > 0)) {
     // Dropped packets count as sent: the caller's array keeps only survivors.

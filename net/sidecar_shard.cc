@@ -107,6 +107,8 @@ void sidecar_shard::close_channel(uint32_t id, bool tell_app) {
   auto it = _channels.find(id);
   if (it == _channels.end()) return;
   channel& c = *it->second;
+  log::info("channel {} closed ({} flow(s), {} listening port(s)){}", id, c.flows.size(), c.ports.size(),
+            tell_app ? ", app told" : "");
   if (tell_app) c.ch->shut();
   // Like a socket's close: what the app sent is still delivered, then the
   // flow closes (or fails after the retries if the peer is gone).
@@ -142,7 +144,7 @@ void sidecar_shard::remove_listener(uint16_t port, uint32_t channel) {
   auto it = _listeners.find(port);
   if (it == _listeners.end() || it->second.channel != channel) return;
   _listeners.erase(it);
-  _ts->endpoint().unlisten(port);
+  _ts->unlisten(port);
 }
 
 sidecar_shard::counters sidecar_shard::count() const {
@@ -477,7 +479,12 @@ void sidecar_shard::flow_gone(const flow_tuple& t, uint32_t id, unsigned shard, 
 }
 
 void sidecar_shard::on_error(transport::flow& f, transport::flow_error e,
-                             std::vector<transport::message> /*unacked*/) {
+                             std::vector<transport::message> unacked) {
+  const auto& st = f.stats();
+  log::warn("flow {} failed: {} ({} unacked message(s); sent {} acked {} delivered {}, retransmits {}, RTOs {}, "
+            "rx refused {})",
+            f.tuple().str(), transport::to_string(e), unacked.size(), st.msgs_sent, st.msgs_acked,
+            st.msgs_delivered, st.tx_retx, st.rto, st.rx_refused);
   uint32_t id;
   unsigned shard;
   if (!unbind_ctx(f.context(), id, shard)) return;

@@ -23,6 +23,11 @@ transport_shard::~transport_shard() {
   _ep.reset();  // drops flows (their timers) while the engine still exists
 }
 
+void transport_shard::unlisten(uint16_t port) {
+  _ep->unlisten(port);
+  _engine.unlisten(port);
+}
+
 bool transport_shard::listen(uint16_t port) {
   if (!_engine.listen(port, this)) return false;
   return _ep->listen(port);

@@ -109,8 +109,8 @@ int client_report::finish(uint64_t now, const std::string& fatal) {
                      "(min {:.2f}, mean {:.2f})\n",
                p50, p99, p999, p9999, mx, us(_total.min()), _total.mean() / 1e3);
   fmt::print(_out, "msg_gen: errors {}\n", errors_text(_errors));
-  if (!why.empty()) fmt::print(stderr, "msg_gen: FAILED: {}\n", why);
   std::fflush(_out);
+  if (!why.empty()) fmt::print(stderr, "msg_gen: FAILED: {}\n", why);
 
   if (_o.json) {
     std::string j = fmt::format(
@@ -160,8 +160,8 @@ void server_report::print_second(uint64_t now) {
 int server_report::finish(uint64_t now, const std::string& fatal) {
   fmt::print(_out, "msg_gen: {} server: echoed {} msgs ({} bytes) in {:.2f} s, errors {}\n",
              to_string(_o.mode), _msgs, _bytes, double(now - _start) / 1e9, errors_text(_errors));
-  if (!fatal.empty()) fmt::print(stderr, "msg_gen: FAILED: {}\n", fatal);
   std::fflush(_out);
+  if (!fatal.empty()) fmt::print(stderr, "msg_gen: FAILED: {}\n", fatal);
   if (_o.json) {
     std::string j = fmt::format(
         "{{\"mode\":\"{}\",\"role\":\"server\",\"duration\":{:.3f},\"msgs\":{},\"bytes\":{},"

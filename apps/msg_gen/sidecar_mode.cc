@@ -104,6 +104,9 @@ int serve(void* ch, const options& o) {
     }
     rep.tick(machnet::now_ns());
   }
+  if (retries.send)
+    fmt::print(stderr, "msg_gen: machnet_send waited out ENOBUFS {} time(s) (machnetd not keeping up)\n",
+               retries.send);
   return rep.finish(machnet::now_ns(), fatal);
 }
 

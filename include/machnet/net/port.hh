@@ -142,6 +142,9 @@ class port {
   std::optional<rss_config> _rss;
   std::vector<rte_mempool*> _pools;
   bool _shared_tx = false;
+  // memif (DPDK 22.11) unmaps the peer's rings in its interrupt thread when
+  // the peer goes away; transmitting then crashes. Check the link first.
+  bool _tx_needs_link = false;
   fault_config _faults;
   struct alignas(64) queue_state {
     rte_spinlock_t tx_lock;

@@ -25,6 +25,8 @@ class transport_shard final : public udp_handler,
   /// Accepts flows to `port` on this shard (listen on every shard: a SYN may
   /// hash to any queue). False if the port is taken.
   bool listen(uint16_t port);
+  /// Stops accepting flows to `port` on this shard (existing flows stay).
+  void unlisten(uint16_t port);
   /// Opens a flow to remote:port from a source port whose replies RSS brings
   /// back to this shard. nullptr (and *why set) when no port is free.
   transport::flow* connect(ipv4_addr remote, uint16_t remote_port,

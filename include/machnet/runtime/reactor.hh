@@ -111,6 +111,9 @@ class reactor {
   reactor_config _cfg;
   reactor_stats _stats;
   std::atomic<bool> _stop{false};
+  /// Shortest sleep worth taking (below it, spin until the deadline).
+  static constexpr uint64_t min_sleep_us = 50;
+
   std::atomic<bool> _sleeping{false};
   int _exit_code = 0;
   int _wake_fd = -1;

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -38,10 +39,16 @@ pid_t spawn_echo(const std::string& sock, const char* ip, uint16_t port, int sec
   while (std::chrono::steady_clock::now() < end) {
     MachnetFlow_t f;
     ssize_t n = machnet_recv_wait(ch, buf.data(), buf.size(), &f, 200);
-    if (n < 0) ::_exit(13);
+    if (n < 0) {
+      std::fprintf(stderr, "echo: recv: %s\n", std::strerror(errno));
+      ::_exit(13);
+    }
     if (n == 0) continue;
     if (n == 4 && std::memcmp(buf.data(), "quit", 4) == 0) ::_exit(0);
-    if (machnet_send(ch, f, buf.data(), std::size_t(n)) != 0) ::_exit(14);
+    if (machnet_send(ch, f, buf.data(), std::size_t(n)) != 0) {
+      std::fprintf(stderr, "echo: send of %zd bytes: %s\n", n, std::strerror(errno));
+      ::_exit(14);
+    }
   }
   ::_exit(15);
 }
@@ -231,6 +238,13 @@ TEST_CASE("two apps share one sidecar, a port has one listener") {
   CHECK(settle(h.b.socket(), shm::stat_channels, 0, st));
   CHECK(settle(h.b.socket(), shm::stat_listeners, 0, st));
   CHECK(settle(h.b.socket(), shm::stat_flows, 0, st));
+  // Their ports are free again (bug: the engine kept them: EADDRINUSE).
+  pid_t again = spawn_echo(h.b.socket(), two_hosts::ip_b, 9001);
+  MachnetFlow_t f3{};
+  REQUIRE(connect_retry(ch, two_hosts::ip_a, two_hosts::ip_b, 9001, &f3));
+  echo_roundtrip(ch, f3, 777, 9);
+  REQUIRE(machnet_send(ch, f3, "quit", 4) == 0);
+  CHECK(wait_child(again) == 0);
   REQUIRE(query_stats(h.a.socket(), st));
   CHECK(st[shm::stat_channels] == 1);
   machnet_detach(ch);
