@@ -236,7 +236,10 @@ bool engine::enqueue_tx(uint16_t q, rte_mbuf* m) {
   auto& b = _tx[q];
   if (b.n == tx_batch_size) {
     uint16_t sent = _port.tx_burst(q, b.pkts.data(), b.n);
-    if (sent) _idle_sleeps = 0;  // replies are coming: poll for them soon
+    if (sent) {  // replies are coming: poll for them soon
+      _idle_sleeps = 0;
+      _last_io_us = now_us();
+    }
     for (uint16_t i = 0; i < sent; ++i) {
       ++_c.tx_packets;
       _c.tx_bytes += rte_pktmbuf_pkt_len(b.pkts[i]);
@@ -258,7 +261,10 @@ void engine::flush() {
     auto& b = _tx[q];
     if (!b.n) continue;
     uint16_t sent = _port.tx_burst(q, b.pkts.data(), b.n);
-    if (sent) _idle_sleeps = 0;  // replies are coming: poll for them soon
+    if (sent) {  // replies are coming: poll for them soon
+      _idle_sleeps = 0;
+      _last_io_us = now_us();
+    }
     for (uint16_t i = 0; i < sent; ++i) {
       ++_c.tx_packets;
       _c.tx_bytes += rte_pktmbuf_pkt_len(b.pkts[i]);
@@ -408,12 +414,17 @@ bool engine::verify_rss(const rte_mbuf* m, const parse_result& p) {
 uint64_t engine::max_sleep_us() const {
   if (!_own_queue) return UINT64_MAX;
   const engine_config& c = _group._cfg;
-  uint64_t us = c.idle_rx_poll_us << std::min(_idle_sleeps ? _idle_sleeps - 1 : 0u, 16u);
+  if (_idle_sleeps == 0) return c.idle_rx_poll_us;
+  uint64_t us = c.idle_rx_poll_us << std::min(_idle_sleeps, 16u);
   return std::max(c.idle_rx_poll_us, std::min(us, c.idle_rx_poll_max_us));
 }
 
 bool engine::try_enter_interrupt_mode() {
-  if (_idle_sleeps < 64) ++_idle_sleeps;  // reset by the next packet
+  // Back off only once the queue has been quiet for a while: while packets
+  // flow, a long sleep would add to every RTT the transport measures.
+  if (now_us() - _last_io_us >= _group._cfg.idle_backoff_after_us) {
+    if (_idle_sleeps < 64) ++_idle_sleeps;
+  }
   return true;
 }
 
@@ -427,7 +438,10 @@ bool engine::poll() {
       rx_one(pkts[i]);
     }
     work = n > 0;
-    if (work) _idle_sleeps = 0;
+    if (work) {
+      _idle_sleeps = 0;
+      _last_io_us = now_us();
+    }
   }
   if (rte_ring* r = _group._handoff[_shard]) {
     void* objs[rx_burst_size];

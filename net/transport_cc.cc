@@ -36,7 +36,7 @@ uint64_t swift_cc::target_ns(uint64_t min_rtt_ns) const noexcept {
   double base = _p.base_target_us;
   double min_rtt_us = double(min_rtt_ns) / 1000.0;
   if (min_rtt_ns && min_rtt_us > _p.base_target_us + _p.fs_range_us)
-    base = min_rtt_us + _p.min_headroom_us;
+    base = min_rtt_us + std::max(_p.min_headroom_us, _p.headroom_frac * min_rtt_us);
   double fs = 0;
   if (_fs_alpha > 0) fs = std::clamp(_fs_alpha / std::sqrt(_cwnd) + _fs_beta, 0.0, _p.fs_range_us);
   return static_cast<uint64_t>((base + fs) * 1000.0);

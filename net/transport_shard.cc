@@ -16,11 +16,19 @@ transport_shard::transport_shard(engine& e, transport::transport_owner& owner,
   // Datagrams for closed ports reach the endpoint, which answers a SYN with
   // RST (the connector fails with "refused" at once instead of timing out).
   _engine.set_default_handler(this);
+  reactor::local().register_poller(this);
 }
 
 transport_shard::~transport_shard() {
+  reactor::local().unregister_poller(this);
   _engine.set_default_handler(nullptr);
   _ep.reset();  // drops flows (their timers) while the engine still exists
+}
+
+bool transport_shard::try_enter_interrupt_mode() {
+  bool busy = false;
+  _ep->for_each_flow([&](transport::flow& f) { busy |= f.packets_in_flight() > 0; });
+  return !busy;
 }
 
 void transport_shard::unlisten(uint16_t port) {

@@ -44,9 +44,11 @@ struct engine_config {
   /// Without RX interrupts an idle shard may still sleep this long between
   /// polls of the NIC queue (adaptive/sleep poll modes)...
   uint64_t idle_rx_poll_us = 200;
-  /// ...doubling after every sleep that found no packet, up to this (an idle
-  /// sidecar then costs ~1 % of a CPU instead of ~40 %; the first packet
-  /// after a long silence waits at most this long).
+  /// ...and once no packet came or went for idle_backoff_after_us, doubling
+  /// after every sleep up to idle_rx_poll_max_us (an idle sidecar then costs
+  /// a few % of a CPU instead of ~40 %; the first packet after a long silence
+  /// waits at most that long).
+  uint64_t idle_backoff_after_us = 100'000;
   uint64_t idle_rx_poll_max_us = 2000;
   arp_resolver::config arp;
   /// UDP packets that carry a device RSS hash checked against the model when
@@ -209,7 +211,8 @@ class engine final : public pollfn {
   std::unordered_map<flow_tuple, udp_handler*, flow_tuple_hash> _flows;
   std::unordered_map<uint16_t, udp_handler*> _listeners;
   udp_handler* _default = nullptr;
-  unsigned _idle_sleeps = 0;  // sleeps in a row that found no packet after them
+  unsigned _idle_sleeps = 0;  // backoff steps since the queue went quiet
+  uint64_t _last_io_us = 0;   // last RX or TX burst
   std::vector<udp_handler*> _burst_end;
 
   struct tx_batch {

@@ -15,6 +15,7 @@
 #include "machnet/net/shm/channel_engine.hh"
 #include "machnet/net/transport_shard.hh"
 #include "machnet/runtime/poller.hh"
+#include "machnet/runtime/timer.hh"
 
 namespace machnet::net {
 
@@ -128,6 +129,7 @@ class sidecar_shard final : public transport::transport_owner, public pollfn {
   std::unordered_map<flow_tuple, unsigned, flow_tuple_hash> _fwd_inflight;
   std::unordered_set<flow_tuple, flow_tuple_hash> _fwd_held;
   bool _sleeping = false;
+  machnet::timer _trace;
 };
 
 }  // namespace machnet::net

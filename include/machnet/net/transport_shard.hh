@@ -8,12 +8,14 @@
 #include "machnet/net/engine.hh"
 #include "machnet/net/rss.hh"
 #include "machnet/net/transport/endpoint.hh"
+#include "machnet/runtime/poller.hh"
 
 namespace machnet::net {
 
 class transport_shard final : public udp_handler,
                               public transport::transport_env,
-                              private transport::transport_owner {
+                              private transport::transport_owner,
+                              private pollfn {
  public:
   /// Must be built on the engine's shard; the owner gets this shard's flows.
   transport_shard(engine& e, transport::transport_owner& owner,
@@ -59,6 +61,12 @@ class transport_shard final : public udp_handler,
   void on_acked(transport::flow& f, transport::message& m) override { _owner.on_acked(f, m); }
   void on_writable(transport::flow& f) override { _owner.on_writable(f); }
   void release(const transport::flow& f);
+  // pollfn: keeps the shard awake while a flow waits for ACKs. A sleeping
+  // sender would add its wake-up latency (tens of µs on a VM) to every RTT
+  // sample, and the delay-based congestion control would read it as queueing.
+  bool poll() override { return false; }
+  bool pure_poll() override { return false; }
+  bool try_enter_interrupt_mode() override;
 
   engine& _engine;
   transport::transport_owner& _owner;

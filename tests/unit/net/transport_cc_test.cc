@@ -127,8 +127,14 @@ TEST_CASE("cc: target = base (or min_rtt + headroom on a long path) + flow scali
   CHECK(at_max.target_ns(0) == 50'000);  // no scaling at fs_max_cwnd
   // A min RTT a standing queue can explain (≤ 50 + 20) changes nothing...
   CHECK(at_max.target_ns(65'000) == 50'000);
-  // ...a long path (base RTT 200 µs) gets min_rtt + headroom.
-  CHECK(at_max.target_ns(200'000) == 210'000);
+  // ...a long path (base RTT 200 µs) gets min_rtt + headroom, the headroom
+  // growing with the path (half of it), at least min_headroom.
+  CHECK(at_max.target_ns(200'000) == 300'000);
+  CHECK(at_max.target_ns(75'000) == 75'000 + 37'500);
+  p.headroom_frac = 0;
+  swift_cc fixed(p);
+  CHECK(fixed.target_ns(200'000) == 210'000);
+  p.headroom_frac = 0.5;
   p.init_cwnd = 0.1;
   swift_cc at_min(p);
   CHECK(at_min.target_ns(0) == 70'000);  // full fs_range at fs_min_cwnd

@@ -18,8 +18,12 @@ struct cc_params {
   /// On a long path — a minimum RTT above base_target + fs_range, which no
   /// standing queue of this law explains — the base becomes min_rtt +
   /// `min_headroom_us`, so a target set under the path's RTT cannot starve it.
-  double base_target_us = 50.0;
+  /// The headroom grows with the path (headroom_frac × min_rtt): a slow path
+  /// (a loaded VM, a sleeping peer shard) also has proportionally more
+  /// jitter, and a fixed 10 µs above it pinned the window at min_cwnd.
+  double base_target_us = 200.0;
   double min_headroom_us = 10.0;
+  double headroom_frac = 0.5;
   /// Flow scaling: flows with small windows get up to this much more target
   /// delay (∝ 1/√cwnd between fs_min_cwnd and fs_max_cwnd), which pulls
   /// competing flows toward equal windows. 0 disables.

@@ -78,6 +78,11 @@ class endpoint {
 
   flow* find(const flow_tuple& t) noexcept;
   std::size_t flow_count() const noexcept { return _flows.size(); }
+  /// Calls fn(flow&) for every live flow (fn must not open or close flows).
+  template <typename F>
+  void for_each_flow(F&& fn) {
+    for (auto& [t, f] : _flows) fn(*f);
+  }
   const endpoint_stats& stats() const noexcept { return _stats; }
   const transport_config& config() const noexcept { return _cfg; }
   transport_env& env() noexcept { return _env; }
