@@ -72,6 +72,7 @@ sidecar_shard::sidecar_shard(sidecar_shards& all, engine_group& g, unsigned shar
 }
 
 sidecar_shard::~sidecar_shard() {
+  *_alive = false;
   reactor::local().unregister_poller(this);
   for (auto& [id, c] : _channels) unwatch(*c);
   _channels.clear();
@@ -117,10 +118,17 @@ void sidecar_shard::abort_flow(const flow_tuple& t) {
 }
 
 void sidecar_shard::close_flow(const flow_tuple& t) {
-  if (transport::flow* f = _ts->endpoint().find(t)) {
-    f->set_context(nullptr);
-    f->close();
-  }
+  transport::flow* f = _ts->endpoint().find(t);
+  if (!f) return;
+  f->set_context(nullptr);
+  f->close();
+  // Linger, bounded (SO_LINGER's idea): what the app sent gets linger_s to
+  // go out; a flow still closing then (a dead app's megabytes queued toward a
+  // slow peer) is reset so its memory and tuple come back.
+  reactor::local().spawn([this, t, f, alive = _alive]() -> task<void> {
+    co_await sleep(std::chrono::seconds(linger_s));
+    if (*alive && _ts->endpoint().find(t) == f && f->context() == nullptr) f->abort();
+  });
 }
 
 void sidecar_shard::close_channel(uint32_t id, bool tell_app) {
@@ -370,18 +378,20 @@ bool sidecar_shard::send_tx(channel& c, const shm::flow_info& fi, std::size_t le
     std::memcpy(m.data() + off, p.data(), p.size());
     off += p.size();
   }
-  uint32_t id = c.id;
-  sidecar_shard* dst = _all.shard[where];
-  reactor::local().spawn([this, dst, t, id, m = std::move(m)]() mutable -> task<void> {
-    co_await submit_to(dst->_id, [dst, t, m = std::move(m)]() mutable {
-      if (transport::flow* f = dst->_ts->endpoint().find(t); f && f->is_open()) f->send(std::move(m));
-    });
-    if (channel* c = find(id)) {
-      if (auto r = c->remote_tx.find(t); r != c->remote_tx.end() && --r->second == 0) c->remote_tx.erase(r);
-      c->tx_stalled = false;
-    }
-  });
+  reactor::local().spawn(forward_tx(_all.shard[where], c.id, t, std::move(m)));
   return true;
+}
+
+task<void> sidecar_shard::forward_tx(sidecar_shard* dst, uint32_t id, flow_tuple t, transport::message m) {
+  auto alive = _alive;
+  co_await submit_to(dst->_id, [dst, t, &m] {
+    if (transport::flow* f = dst->_ts->endpoint().find(t); f && f->is_open()) f->send(std::move(m));
+  });
+  if (!*alive) co_return;
+  if (channel* c = find(id)) {
+    if (auto r = c->remote_tx.find(t); r != c->remote_tx.end() && --r->second == 0) c->remote_tx.erase(r);
+    c->tx_stalled = false;
+  }
 }
 
 void sidecar_shard::on_writable(transport::flow& f) {
@@ -418,19 +428,24 @@ bool sidecar_shard::on_message(transport::flow& f, transport::message& m) {
     return false;
   }
   ++inflight;
-  sidecar_shard* dst = _all.shard[shard];
-  reactor::local().spawn([this, dst, id, t, m = std::move(m)]() mutable -> task<void> {
-    co_await submit_to(dst->_id, [dst, id, t, m = std::move(m)]() mutable {
-      if (channel* c = dst->find(id)) dst->deliver_or_queue(*c, to_info(t), std::move(m));
-    });
-    auto it = _fwd_inflight.find(t);
-    if (it != _fwd_inflight.end() && --it->second == 0) {
-      _fwd_inflight.erase(it);
-      if (_fwd_held.erase(t))
-        if (transport::flow* fl = _ts->endpoint().find(t)) fl->resume_rx();
-    }
-  });
+  reactor::local().spawn(forward_rx(_all.shard[shard], id, t, std::move(m)));
   return true;
+}
+
+// A named coroutine, not a lambda: GCC 12 destroyed a coroutine lambda's
+// move-only capture twice (a double free of the message, found by ASan).
+task<void> sidecar_shard::forward_rx(sidecar_shard* dst, uint32_t id, flow_tuple t, transport::message m) {
+  auto alive = _alive;
+  co_await submit_to(dst->_id, [dst, id, t, &m] {
+    if (channel* c = dst->find(id)) dst->deliver_or_queue(*c, to_info(t), std::move(m));
+  });
+  if (!*alive) co_return;
+  auto it = _fwd_inflight.find(t);
+  if (it != _fwd_inflight.end() && --it->second == 0) {
+    _fwd_inflight.erase(it);
+    if (_fwd_held.erase(t))
+      if (transport::flow* fl = _ts->endpoint().find(t)) fl->resume_rx();
+  }
 }
 
 // --- flow life cycle ------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include "machnet/net/shm/channel_engine.hh"
 #include "machnet/net/transport_shard.hh"
 #include "machnet/runtime/poller.hh"
+#include "machnet/runtime/task.hh"
 #include "machnet/runtime/timer.hh"
 
 namespace machnet::net {
@@ -111,6 +112,9 @@ class sidecar_shard final : public transport::transport_owner, public pollfn {
                std::span<const std::span<const uint8_t>> parts);
   /// Delivers now or queues behind earlier forwarded messages.
   void deliver_or_queue(channel& c, const shm::flow_info& fi, transport::message m);
+  /// Cross-shard hops of one message (accepted flows on another shard).
+  task<void> forward_rx(sidecar_shard* dst, uint32_t id, flow_tuple t, transport::message m);
+  task<void> forward_tx(sidecar_shard* dst, uint32_t id, flow_tuple t, transport::message m);
   /// A flow of channel (shard, id) ended on this shard: drop its route there.
   void flow_gone(const flow_tuple& t, uint32_t id, unsigned shard, int status);
   void abort_flow(const flow_tuple& t);
@@ -129,6 +133,8 @@ class sidecar_shard final : public transport::transport_owner, public pollfn {
   std::unordered_map<flow_tuple, unsigned, flow_tuple_hash> _fwd_inflight;
   std::unordered_set<flow_tuple, flow_tuple_hash> _fwd_held;
   bool _sleeping = false;
+  static constexpr int linger_s = 2;
+  std::shared_ptr<bool> _alive = std::make_shared<bool>(true);  // for lingering closes
   machnet::timer _trace;
 };
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <new>
 #include <vector>
 
 #include "machnet/runtime/reactor.hh"
@@ -95,13 +96,31 @@ class smp {
 
 namespace internal {
 
+// The awaiter owns the callable, the result and the exception in raw
+// storage with explicit lifetimes: the callable is destroyed on the target
+// right after it ran, and the awaiter's own destructor is trivial, so the
+// duplicated temporaries GCC 12 makes in co_await expressions (see
+// submit_to) cannot destroy anything twice through it.
 template <typename F, typename R>
 class submit_awaiter final : public smp_message {
   using fn_result = std::invoke_result_t<F&>;
+  static constexpr bool has_value = !std::is_void_v<R>;
+  using value_t = std::conditional_t<has_value, R, char>;
 
  public:
-  submit_awaiter(unsigned shard, F&& fn) : _fn(std::move(fn)) { to = shard; }
-  submit_awaiter(submit_awaiter&&) = default;
+  submit_awaiter(unsigned shard, F&& fn) {
+    ::new (static_cast<void*>(_fn)) F(std::move(fn));
+    _has_fn = true;
+    to = shard;
+  }
+  submit_awaiter(submit_awaiter&& o) noexcept(std::is_nothrow_move_constructible_v<F>) : smp_message(o) {
+    if (o._has_fn) {
+      ::new (static_cast<void*>(_fn)) F(std::move(o.fn()));
+      o.destroy_fn();
+      _has_fn = true;
+    }
+  }
+  submit_awaiter& operator=(submit_awaiter&&) = delete;
 
   bool await_ready() const noexcept { return false; }
   void await_suspend(std::coroutine_handle<> h) {
@@ -110,8 +129,19 @@ class submit_awaiter final : public smp_message {
     smp::instance().enqueue(from, to, this);
   }
   R await_resume() {
-    if (_ex) std::rethrow_exception(_ex);
-    if constexpr (!std::is_void_v<R>) return std::move(*_value);
+    if (_ex) {
+      std::exception_ptr e = std::move(*_ex);
+      delete _ex;
+      _ex = nullptr;
+      std::rethrow_exception(e);
+    }
+    if constexpr (has_value) {
+      R& v = *std::launder(reinterpret_cast<R*>(_value));
+      R out = std::move(v);
+      v.~R();
+      _has_value = false;
+      return out;
+    }
   }
 
   void run_on_target() override {
@@ -119,31 +149,49 @@ class submit_awaiter final : public smp_message {
       reactor::local().spawn(run_task(this));
     } else {
       try {
-        if constexpr (std::is_void_v<R>) _fn();
-        else _value.emplace(_fn());
+        if constexpr (has_value) {
+          ::new (static_cast<void*>(_value)) R(fn()());
+          _has_value = true;
+        } else {
+          fn()();
+        }
       } catch (...) {
-        _ex = std::current_exception();
+        _ex = new std::exception_ptr(std::current_exception());
       }
+      destroy_fn();  // on the target, where it ran
       respond();
     }
   }
   void complete_on_source() override { reactor::local().schedule(_waiter); }
 
  private:
+  F& fn() noexcept { return *std::launder(reinterpret_cast<F*>(_fn)); }
+  void destroy_fn() noexcept {
+    if (_has_fn) fn().~F();
+    _has_fn = false;
+  }
   static task<void> run_task(submit_awaiter* self) {
     try {
-      if constexpr (std::is_void_v<R>) co_await self->_fn();
-      else self->_value.emplace(co_await self->_fn());
+      if constexpr (has_value) {
+        R v = co_await self->fn()();
+        ::new (static_cast<void*>(self->_value)) R(std::move(v));
+        self->_has_value = true;
+      } else {
+        co_await self->fn()();
+      }
     } catch (...) {
-      self->_ex = std::current_exception();
+      self->_ex = new std::exception_ptr(std::current_exception());
     }
+    self->destroy_fn();  // after the task: it may refer to the callable's captures
     self->respond();
   }
 
-  F _fn;
+  alignas(F) unsigned char _fn[sizeof(F)];
+  alignas(value_t) unsigned char _value[sizeof(value_t)];
   std::coroutine_handle<> _waiter;
-  std::exception_ptr _ex;
-  std::conditional_t<std::is_void_v<R>, char, std::optional<R>> _value;
+  std::exception_ptr* _ex = nullptr;
+  bool _has_fn = false;
+  bool _has_value = false;
 };
 
 }  // namespace internal
@@ -151,6 +199,14 @@ class submit_awaiter final : public smp_message {
 /// Runs fn() on `shard` and returns its result to the caller's shard. fn may
 /// return a value or a task<T> (awaited on the target). Exceptions propagate.
 /// Must be awaited from a shard.
+///
+/// GCC 12: a prvalue lambda written inside `co_await submit_to(s, [...]{})`
+/// is bitwise duplicated and destroyed twice. Harmless for lambdas that
+/// capture pointers, references and plain values; a lambda that *owns*
+/// something (a message, a unique_ptr) must be named first and moved in:
+///   auto fn = [m = std::move(m)]() mutable {...};
+///   co_await submit_to(s, std::move(fn));
+/// (tests/unit/runtime/smp_test.cc shows both).
 template <typename F>
 auto submit_to(unsigned shard, F fn) {
   using R = typename internal::unwrap_task<std::invoke_result_t<F&>>::type;

@@ -122,3 +122,45 @@ TEST_CASE("a main task that throws anything ends run() with code 1 instead of ha
   });
   REQUIRE(rc == 1);
 }
+
+namespace {
+// Counts live instances: a double destruction drives it negative.
+struct tracked {
+  static inline std::atomic<int> live{0}, destroyed_empty{0};
+  bool owns = true;
+  tracked() { ++live; }
+  tracked(tracked&& o) noexcept : owns(o.owns) { o.owns = false; ++live; }
+  tracked(const tracked&) = delete;
+  ~tracked() { --live; }
+};
+}  // namespace
+
+TEST_CASE("owning captures handed to submit_to are destroyed exactly once (named-lambda rule)") {
+  // The machnetd double free: a spawned coroutine lambda owning a move-only
+  // capture hands it to a submit_to lambda written as a prvalue inside the
+  // co_await, which GCC 12 duplicates. The documented pattern (name the
+  // lambda, move it in) must construct and destroy every object in pairs.
+  tracked::live = 0;
+  std::atomic<int> delivered{0};
+  {
+    smp s(shards(2));
+    int rc = s.run([&]() -> task<int> {
+      for (int i = 0; i < 100; ++i) {
+        tracked t;
+        reactor::local().spawn([&delivered, t = std::move(t)]() mutable -> task<void> {
+          auto hop = [&delivered, t = std::move(t)]() mutable {
+            tracked mine = std::move(t);
+            delivered += mine.owns ? 1 : 0;
+          };
+          co_await submit_to(1, std::move(hop));
+        });
+      }
+      while (delivered < 100) co_await yield{};
+      for (int i = 0; i < 10; ++i) co_await yield{};
+      co_return 0;
+    });
+    REQUIRE(rc == 0);
+  }
+  CHECK(delivered == 100);
+  CHECK(tracked::live == 0);
+}
