@@ -184,7 +184,7 @@ void flow::on_packet(const header& h, std::span<const uint8_t> payload) {
         _snd_una = _snd_nxt;
         uint64_t now = now_ns();
         if (h.timestamp1 && h.timestamp1 <= now && now - h.timestamp1 < max_rtt_sample_ns)
-          _rtt.sample(now - h.timestamp1);
+          _rtt.sample(now - h.timestamp1, now);
         _rtt.reset_backoff();
         _rto_timer.cancel();
         _state = flow_state::established;

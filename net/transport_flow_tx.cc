@@ -154,7 +154,7 @@ void flow::on_ack(const header& h) {
     if (last) release_acked_message();
   }
   if (!sample) sample = karn;
-  if (sample) _rtt.sample(sample);
+  if (sample) _rtt.sample(sample, now);
   if (progress) {
     _rtt.reset_backoff();
     _tlp_sent = false;

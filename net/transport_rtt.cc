@@ -5,9 +5,14 @@
 
 namespace machnet::net::transport {
 
-void rtt_estimator::sample(uint64_t r) noexcept {
+void rtt_estimator::sample(uint64_t r, uint64_t now) noexcept {
   if (r == 0) r = 1;
   _latest = r;
+  if (now && now - _window_start >= min_rtt_window_ns) {
+    _prev_min = _window_start ? _min_rtt : 0;  // the window that just ended
+    _min_rtt = 0;
+    _window_start = now;
+  }
   if (_min_rtt == 0 || r < _min_rtt) _min_rtt = r;
   if (_srtt == 0) {
     _srtt = r;

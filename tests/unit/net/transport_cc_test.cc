@@ -29,6 +29,29 @@ TEST_CASE("rtt: first sample - smoothing - floor - ceiling", "[rtt]") {
   CHECK(big.rto_ns() == 5'000'000);  // ceiling
 }
 
+TEST_CASE("rtt: the minimum ages out - a path that got slower moves the base and the target", "[rtt]") {
+  // Bug: a lifetime minimum from a fast start (both shards awake) kept the
+  // target under every later sample once the peer slept between a paced
+  // flow's packets: the window sat at min_cwnd (msg_gen: 3 msgs/s).
+  rtt_estimator r(1'000'000, 200'000, 100'000'000);
+  const uint64_t w = rtt_estimator::min_rtt_window_ns;
+  uint64_t now = 1'000'000'000;
+  for (int i = 0; i < 100; ++i, now += 1'000'000) r.sample(10'000, now);
+  CHECK(r.min_rtt_ns() == 10'000);
+  for (uint64_t t = 0; t < w / 2; t += 2'000'000, now += 2'000'000) r.sample(2'000'000, now);
+  CHECK(r.min_rtt_ns() == 10'000);  // still remembered within the window
+  for (uint64_t t = 0; t < 2 * w + 10'000'000; t += 2'000'000, now += 2'000'000) r.sample(2'000'000, now);
+  CHECK(r.min_rtt_ns() == 2'000'000);
+  swift_cc cc{cc_params{}};
+  // The long-path rule now applies: the target sits above the slow samples.
+  CHECK(cc.target_ns(r.min_rtt_ns()) > 2'000'000);
+  // Without times (the simulation's old calls) the minimum never ages.
+  rtt_estimator q(1'000'000, 200'000, 100'000'000);
+  q.sample(10'000);
+  q.sample(2'000'000);
+  CHECK(q.min_rtt_ns() == 10'000);
+}
+
 TEST_CASE("rtt: exponential backoff - capped - reset", "[rtt]") {
   rtt_estimator r(1'000'000, 200'000, 3'000'000);
   r.sample(50'000);
