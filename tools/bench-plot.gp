@@ -8,9 +8,9 @@
 # bar up to p99.9; the y axis is logarithmic.
 
 if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
-  set terminal pngcairo size (560 * panels + 80), 560 font "Sans,10" noenhanced
+  set terminal pngcairo size (panels > 1 ? 560 * panels + 80 : 820), 580 font "Sans,10" noenhanced
 } else {
-  set terminal png size (560 * panels + 80), 560 noenhanced
+  set terminal png size (panels > 1 ? 560 * panels + 80 : 820), 580 noenhanced
 }
 set output outfile
 
@@ -30,14 +30,15 @@ set tics nomirror
 # Fixed colours and points per series name.
 colour(n) = (n eq "link-floor") ? "#000000" : (n eq "runtime") ? "#1f77b4" : (n eq "sidecar") ? "#d62728" : \
             (n eq "kernel-udp") ? "#2ca02c" : (n eq "kernel-udp-busy") ? "#9467bd" : "#7f7f7f"
+label(n) = (n eq "link-floor") ? "link floor (one frame)" : n
 ptype(n) = (n eq "link-floor") ? 5 : (n eq "runtime") ? 7 : (n eq "sidecar") ? 9 : (n eq "kernel-udp") ? 11 : 13
 
-set multiplot layout 1, panels title ptitle margins 0.07, 0.98, 0.2, 0.9 spacing 0.07, 0.1
+set multiplot layout 1, panels title ptitle margins 0.08, 0.98, 0.2, 0.87 spacing 0.07, 0.1
 do for [k = 1:panels] {
   f = value(sprintf("file%d", k))
   nm = value(sprintf("names%d", k))
   set title value(sprintf("title%d", k))
   plot for [i = 1:words(nm)] f index (i - 1) using 1:2:2:3 with yerrorbars \
-         lc rgb colour(word(nm, i)) pt ptype(word(nm, i)) ps 1.2 lw 1.5 title word(nm, i)
+         lc rgb colour(word(nm, i)) pt ptype(word(nm, i)) ps 1.2 lw 1.5 title label(word(nm, i))
 }
 unset multiplot
