@@ -138,6 +138,13 @@ void sidecar_shard::close_channel(uint32_t id, bool tell_app) {
   log::info("channel {} closed ({} flow(s), {} listening port(s)){}", id, c.flows.size(), c.ports.size(),
             tell_app ? ", app told" : "");
   if (tell_app) c.ch->shut();
+  // Messages the app queued just before it went are still sent (bug: an app
+  // that sent and exited at once could lose its last message).
+  auto sink = [this, &c](const shm::flow_info& fi, std::size_t len,
+                         std::span<const std::span<const uint8_t>> parts) { return send_tx(c, fi, len, parts); };
+  c.tx_stalled = false;
+  for (uint32_t n = 0; n < c.ch->map().ring_slots() && c.ch->pop_tx(sink); ++n) {
+  }
   // Like a socket's close: what the app sent is still delivered, then the
   // flow closes (or fails after the retries if the peer is gone).
   for (auto& [t, r] : c.flows) {

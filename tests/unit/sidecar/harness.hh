@@ -141,7 +141,8 @@ struct two_hosts {
   static constexpr const char* ip_a = "10.77.0.11";
   static constexpr const char* ip_b = "10.77.0.12";
 
-  explicit two_hosts(const std::vector<std::string>& extra = {}) {
+  explicit two_hosts(const std::vector<std::string>& extra = {}, const std::vector<std::string>& extra_a = {},
+                     const std::vector<std::string>& extra_b = {}) {
     char tmpl[] = "/tmp/mn-e2e.XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp");
     dir = tmpl;
@@ -151,7 +152,9 @@ struct two_hosts {
     auto args_a = common;
     args_a.insert(args_a.end(), {"--device=net_memif0,role=server,socket=" + memif + ",socket-abstract=no",
                                  "--ip=10.77.0.11", "--mac=02:4d:4e:00:00:11", "--arp=10.77.0.12=02:4d:4e:00:00:12"});
+    args_a.insert(args_a.end(), extra_a.begin(), extra_a.end());
     auto args_b = common;
+    args_b.insert(args_b.end(), extra_b.begin(), extra_b.end());
     args_b.insert(args_b.end(), {"--device=net_memif1,role=client,socket=" + memif + ",socket-abstract=no",
                                  "--ip=10.77.0.12", "--mac=02:4d:4e:00:00:12", "--arp=10.77.0.11=02:4d:4e:00:00:11"});
     a.start(args_a, dir + "/a.sock", dir + "/a.log");
