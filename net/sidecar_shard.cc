@@ -37,6 +37,17 @@ int errno_of(transport::flow_error e) noexcept {
   return ECONNABORTED;
 }
 
+// The one copy out of the channel: its buffer chain into a message.
+transport::message gather(std::size_t len, std::span<const std::span<const uint8_t>> parts) {
+  transport::message m(len);
+  std::size_t off = 0;
+  for (auto p : parts) {
+    std::memcpy(m.data() + off, p.data(), p.size());
+    off += p.size();
+  }
+  return m;
+}
+
 // Forwarded messages in flight per flow before the flow holds (back-pressure).
 constexpr unsigned max_forward_inflight = 64;
 // Messages taken from one channel's TX ring per poll (fairness across channels).
@@ -363,13 +374,7 @@ bool sidecar_shard::send_tx(channel& c, const shm::flow_info& fi, std::size_t le
       c.tx_stalled = true;  // on_writable resumes
       return false;
     }
-    transport::message m(len);
-    std::size_t off = 0;
-    for (auto p : parts) {
-      std::memcpy(m.data() + off, p.data(), p.size());
-      off += p.size();
-    }
-    f->send(std::move(m));
+    f->send(gather(len, parts));
     return true;
   }
   // The flow lives on another shard (accepted there): ship the bytes.
@@ -379,13 +384,7 @@ bool sidecar_shard::send_tx(channel& c, const shm::flow_info& fi, std::size_t le
     return false;
   }
   ++inflight;
-  transport::message m(len);
-  std::size_t off = 0;
-  for (auto p : parts) {
-    std::memcpy(m.data() + off, p.data(), p.size());
-    off += p.size();
-  }
-  reactor::local().spawn(forward_tx(_all.shard[where], c.id, t, std::move(m)));
+  reactor::local().spawn(forward_tx(_all.shard[where], c.id, t, gather(len, parts)));
   return true;
 }
 
