@@ -152,7 +152,13 @@ class shard_stack final : public net::transport::transport_owner {
     return true;
   }
   void on_error(net::transport::flow& f, net::transport::flow_error e,
-                std::vector<net::transport::message>) override {
+                std::vector<net::transport::message> unacked) override {
+    // A silent peer is worth a line in the log (the app only sees ETIMEDOUT);
+    // refusals and resets are the app's business.
+    using fe = net::transport::flow_error;
+    if (e == fe::timeout || e == fe::connect_timeout || e == fe::protocol_error)
+      log::warn("flow failed: {} ({} unacked message(s)): {}", net::transport::to_string(e), unacked.size(),
+                f.describe());
     if (conn_state* c = of(f)) {
       auto keep = _conns[f.tuple()];
       end(*c, errno_of(e));
@@ -252,6 +258,8 @@ task<void> connection::send(message m) {
     shard_stack& st = local_stack();
     std::size_t queued = s->f->tx_queued_bytes();
     if (queued == 0 || queued + m.size() <= st.tx_limit()) break;
+    // The transport tells only owners that asked (on_writable).
+    s->f->want_writable();
     co_await s->tx_cv.wait();
   }
   auto r = s->f->send(std::move(m));

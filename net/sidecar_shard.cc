@@ -61,25 +61,6 @@ sidecar_shard::sidecar_shard(sidecar_shards& all, engine_group& g, unsigned shar
   _engine = std::make_unique<engine>(g, shard);
   _ts = std::make_unique<transport_shard>(*_engine, *this, tc);
   reactor::local().register_poller(this);
-  // MACHNET_TRACE_FLOWS=1: every flow's counters once a second (debugging).
-  if (const char* e = std::getenv("MACHNET_TRACE_FLOWS"); e && *e == '1') {
-    _trace.set_callback([this] {
-      _ts->endpoint().for_each_flow([](transport::flow& f) {
-        const auto& st = f.stats();
-        log::info("trace {}: state {} sent {} acked {} delivered {} data {} retx {} rto {} tlp {} rx_data {} dup {} ooo {} "
-                  "refused {} beyond {} acks {} cwnd {:.3f} srtt {} us, inflight {}, queued {} B, held {} B",
-                  f.tuple().str(), int(f.state()), st.msgs_sent, st.msgs_acked, st.msgs_delivered, st.tx_data,
-                  st.tx_retx, st.rto, st.tail_probes, st.rx_data, st.rx_dup, st.rx_ooo, st.rx_refused,
-                  st.rx_beyond_window, st.rx_acks, f.cwnd(), f.rtt().srtt_ns() / 1000, f.packets_in_flight(),
-                  f.tx_queued_bytes(), f.rx_held_bytes());
-      });
-      const auto& k = _engine->counters();
-      log::info("trace engine: rx {} tx {} tx_dropped {} no_mbuf {} no_handler {}", k.rx_packets, k.tx_packets,
-                k.tx_dropped, k.tx_no_mbuf, k.udp_no_handler);
-      _trace.arm(1'000'000);
-    });
-    _trace.arm(1'000'000);
-  }
 }
 
 sidecar_shard::~sidecar_shard() {
@@ -521,11 +502,7 @@ void sidecar_shard::flow_gone(const flow_tuple& t, uint32_t id, unsigned shard, 
 
 void sidecar_shard::on_error(transport::flow& f, transport::flow_error e,
                              std::vector<transport::message> unacked) {
-  const auto& st = f.stats();
-  log::warn("flow {} failed: {} ({} unacked message(s); sent {} acked {} delivered {}, retransmits {}, RTOs {}, "
-            "rx refused {})",
-            f.tuple().str(), transport::to_string(e), unacked.size(), st.msgs_sent, st.msgs_acked,
-            st.msgs_delivered, st.tx_retx, st.rto, st.rx_refused);
+  log::warn("flow failed: {} ({} unacked message(s)): {}", transport::to_string(e), unacked.size(), f.describe());
   uint32_t id;
   unsigned shard;
   if (!unbind_ctx(f.context(), id, shard)) return;

@@ -1,5 +1,7 @@
 // transport_flow: a flow's life cycle — handshake, packet dispatch by type,
 // RST, the retransmission timer, close/abort, and failure reporting.
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "machnet/net/transport/endpoint.hh"
@@ -248,6 +250,21 @@ void flow::on_rst(const header& h) {
   fail(flow_error::peer_reset);
 }
 
+std::string flow::describe() const {
+  const auto& st = _stats;
+  const uint64_t now = now_ns();
+  return fmt::format(
+      "{} {}: snd_una {} snd_nxt {} rcv_nxt {}, inflight {} lost {}, cwnd {:.3f}, srtt {} us rto {} us, "
+      "retries {}, heard {} us ago, queued {} msg {} B, held {} B{}{}; sent {} acked {} delivered {}, "
+      "data {} retx {} rto {} tlp {} fast {}, rx_data {} dup {} ooo {} refused {} beyond {}, acks rx {} tx {}",
+      _tuple.str(), to_string(_state), _snd_una, _snd_nxt, _rcv_nxt, _pipe, _lost, _cc.cwnd(),
+      _rtt.srtt_ns() / 1000, _rtt.rto_ns() / 1000, _retries,
+      now > _last_heard_ns ? (now - _last_heard_ns) / 1000 : 0, _txq.size(), _txq_bytes, _held_bytes,
+      _peer_full ? ", peer full" : "", _rto_timer.armed() ? ", RTO armed" : "", st.msgs_sent, st.msgs_acked,
+      st.msgs_delivered, st.tx_data, st.tx_retx, st.rto, st.tail_probes, st.fast_retx, st.rx_data, st.rx_dup,
+      st.rx_ooo, st.rx_refused, st.rx_beyond_window, st.rx_acks, st.tx_acks);
+}
+
 // --- Retransmission timer ---
 
 void flow::on_rto() {
@@ -296,7 +313,8 @@ void flow::on_rto() {
   uint64_t now = now_ns();
   ++_retries;
   if (_retries > _cfg.max_retries ||
-      (_cfg.fail_timeout_us && now - _last_heard_ns > _cfg.fail_timeout_us * 1000)) {
+      (_cfg.fail_timeout_us &&
+       now - std::max(_last_heard_ns, _waiting_since_ns) > _cfg.fail_timeout_us * 1000)) {
     fail(flow_error::timeout);
     return;
   }
@@ -371,7 +389,12 @@ std::vector<message> flow::abort() {
 
 void flow::fail(flow_error e) {
   if (_state == flow_state::closed) return;
-  if (e == flow_error::protocol_error) send_control(net_flag::rst, _snd_nxt, _rcv_nxt);
+  // A protocol error or a silent peer ends the flow with a last RST (best
+  // effort, as TCP's user timeout): a peer that is alive but unreachable one
+  // way, or waiting for a reply, learns the flow is gone instead of waiting.
+  if (e == flow_error::protocol_error ||
+      (e == flow_error::timeout && (_state == flow_state::established || _state == flow_state::closing)))
+    send_control(net_flag::rst, _snd_nxt, _rcv_nxt);
   if (!_connector && !_accepted) {
     // A half-open accepted flow: its owner never heard of it.
     _state = flow_state::closed;

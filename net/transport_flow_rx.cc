@@ -17,6 +17,9 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   if (_state != flow_state::established && _state != flow_state::closing) return;
   ++_stats.rx_data;
   uint64_t now = now_ns();
+  // A peer sending DATA is alive (the failure clock of on_rto), even if it
+  // has nothing of ours to acknowledge yet.
+  _last_heard_ns = now;
   // Echo the newest DATA timestamp (adjusted for how long we hold it).
   _echo_ts = h.timestamp1;
   _echo_arrival_ns = now;

@@ -42,6 +42,9 @@ void flow::try_send() {
     if (retx) {
       _lost_hint = s + 1;
     } else {
+      // The failure clock (on_rto) starts no earlier than this send: an idle
+      // flow has not been waiting for its peer.
+      if (_snd_una == _snd_nxt) _waiting_since_ns = now;
       s = _snd_nxt++;
       segment& g = seg(s);
       g = segment{};

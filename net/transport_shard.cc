@@ -4,7 +4,10 @@
 
 #include <rte_mbuf.h>
 
+#include <cstdlib>
+
 #include "machnet/runtime/clock.hh"
+#include "machnet/runtime/log.hh"
 #include "machnet/runtime/reactor.hh"
 
 namespace machnet::net {
@@ -17,6 +20,18 @@ transport_shard::transport_shard(engine& e, transport::transport_owner& owner,
   // RST (the connector fails with "refused" at once instead of timing out).
   _engine.set_default_handler(this);
   reactor::local().register_poller(this);
+  // MACHNET_TRACE_FLOWS=1: every flow's state and counters once a second, and
+  // the engine's (debugging a stuck flow: docs/net.md).
+  if (const char* v = std::getenv("MACHNET_TRACE_FLOWS"); v && *v == '1') {
+    _trace.set_callback([this] {
+      _ep->for_each_flow([](transport::flow& f) { log::info("trace {}", f.describe()); });
+      const auto& k = _engine.counters();
+      log::info("trace engine: rx {} tx {} tx_dropped {} no_mbuf {} no_handler {}", k.rx_packets, k.tx_packets,
+                k.tx_dropped, k.tx_no_mbuf, k.udp_no_handler);
+      _trace.arm(1'000'000);
+    });
+    _trace.arm(1'000'000);
+  }
 }
 
 transport_shard::~transport_shard() {
@@ -27,7 +42,10 @@ transport_shard::~transport_shard() {
 
 bool transport_shard::try_enter_interrupt_mode() {
   bool busy = false;
-  _ep->for_each_flow([&](transport::flow& f) { busy |= f.packets_in_flight() > 0; });
+  const uint64_t now = machnet::now_ns(), awake_ns = _ep->config().stay_awake_us * 1000;
+  _ep->for_each_flow([&](transport::flow& f) {
+    busy |= f.packets_in_flight() > 0 || now - f.last_heard_ns() < awake_ns;
+  });
   return !busy;
 }
 

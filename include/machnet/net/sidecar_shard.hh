@@ -135,7 +135,6 @@ class sidecar_shard final : public transport::transport_owner, public pollfn {
   bool _sleeping = false;
   static constexpr int linger_s = 2;
   std::shared_ptr<bool> _alive = std::make_shared<bool>(true);  // for lingering closes
-  machnet::timer _trace;
 };
 
 }  // namespace machnet::net

@@ -9,6 +9,7 @@
 #include "machnet/net/rss.hh"
 #include "machnet/net/transport/endpoint.hh"
 #include "machnet/runtime/poller.hh"
+#include "machnet/runtime/timer.hh"
 
 namespace machnet::net {
 
@@ -72,6 +73,7 @@ class transport_shard final : public udp_handler,
   transport::transport_owner& _owner;
   source_port_allocator _ports;
   std::optional<transport::endpoint> _ep;
+  machnet::timer _trace;  // MACHNET_TRACE_FLOWS=1: every flow, once a second
 };
 
 }  // namespace machnet::net

@@ -699,3 +699,70 @@ TEST_CASE("tail-loss probe: a lost single-packet message is recovered in a few R
   CHECK(f->stats().rto == 0);
   CHECK(is_pattern(x.rb.received[5].second, 100, 9));
 }
+
+// Regression (an 8 MiB echo hung the runtime-app test): the failure clock ran
+// from the last ACK, so a flow that had sent nothing for longer than
+// fail_timeout_us failed at the first RTO of its next message.
+TEST_CASE("failure: a flow idle for longer than fail_timeout survives a lost packet of its next message",
+          "[flow][failure]") {
+  pair_fixture x;
+  x.start();
+  flow* f = x.connect_and_wait();
+  f->send(pattern(100, 1));
+  x.run_us(200);
+  REQUIRE(x.rb.received.size() == 1);
+  x.run_us(x.cfg.fail_timeout_us * 2);  // idle, nothing outstanding
+  int dropped = 0;
+  x.tab.drop = [&](const header& h, std::size_t) { return h.flags == net_flag::data && dropped++ < 2; };
+  f->send(pattern(100, 2));
+  x.run_us(20'000);
+  CHECK(dropped >= 2);
+  CHECK(f->stats().rto >= 1);
+  CHECK(x.ra.errors.empty());
+  REQUIRE(x.rb.received.size() == 2);
+  CHECK(is_pattern(x.rb.received[1].second, 100, 2));
+}
+
+// ... and a receiver that only took DATA for longer than fail_timeout_us
+// (hearing the peer all along) failed at the first RTO of its reply.
+TEST_CASE("failure: DATA from the peer counts as hearing from it", "[flow][failure]") {
+  pair_fixture x;
+  x.start();
+  flow* f = x.connect_and_wait();
+  const uint64_t until = x.w.now_ns() + x.cfg.fail_timeout_us * 2000;
+  int sent = 0;
+  while (x.w.now_ns() < until) {  // A streams to B; B sends nothing
+    f->send(pattern(100, uint8_t(sent++)));
+    x.run_us(10'000);
+  }
+  REQUIRE(x.rb.received.size() == std::size_t(sent));
+  REQUIRE(x.rb.accepted.size() == 1);
+  flow* g = x.rb.accepted[0];
+  int dropped = 0;  // the packet and its tail-loss probe: the RTO must fire
+  x.tba.drop = [&](const header& h, std::size_t) { return h.flags == net_flag::data && dropped++ < 2; };
+  g->send(pattern(100, 77));
+  x.run_us(20'000);
+  CHECK(dropped >= 2);
+  CHECK(g->stats().rto >= 1);
+  CHECK(x.rb.errors.empty());
+  REQUIRE(x.ra.received.size() == 1);
+  CHECK(is_pattern(x.ra.received[0].second, 100, 77));
+}
+
+// A flow that times out tells its peer (best effort): the peer, waiting for a
+// reply that will never come, fails with peer_reset instead of waiting forever.
+TEST_CASE("failure: a timed-out flow sends RST - a peer waiting for a reply learns", "[flow][failure]") {
+  pair_fixture x;
+  x.start();
+  flow* f = x.connect_and_wait();
+  REQUIRE(x.rb.accepted.size() == 1);
+  // B's DATA never reaches A; everything else (B's RST included) does.
+  x.tba.drop = [&](const header& h, std::size_t) { return h.flags == net_flag::data; };
+  x.rb.accepted[0]->send(pattern(100, 5));
+  x.run_us(5'000'000);
+  REQUIRE(x.rb.errors.size() == 1);
+  CHECK(x.rb.errors[0].e == flow_error::timeout);
+  REQUIRE(x.ra.errors.size() == 1);
+  CHECK(x.ra.errors[0].e == flow_error::peer_reset);
+  (void)f;
+}

@@ -63,6 +63,12 @@ struct transport_config {
   /// recovered in about two RTTs instead of an RTO. 0 disables probes.
   uint64_t tlp_min_us = 10;
 
+  /// A shard keeps polling (does not sleep) while a flow has packets in
+  /// flight or heard its peer within this many µs: a receiver asleep between
+  /// a paced sender's packets adds its wake-up to every RTT, which the
+  /// delay-based CC reads as queueing (an 8 MiB echo fell to cwnd 0.01).
+  uint64_t stay_awake_us = 1000;
+
   // --- Failure ---
   /// Consecutive RTO expirations without hearing from the peer that fail an
   /// established flow (any valid ACK from the peer resets the count).

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "machnet/net/transport/cc.hh"
@@ -80,6 +81,10 @@ class flow {
   /// The owner has room again: delivers held messages (on_message) and, if
   /// packets were refused, tells the sender to resume.
   void resume_rx();
+  /// Asks for on_writable() at the next ACK that leaves the queue below half
+  /// of tx_queue_bytes (for an owner that keeps its own bound; send() asks by
+  /// itself when it returns queue_full). Never fires from inside this call.
+  void want_writable() noexcept { _want_writable = true; }
 
   /// Bytes of messages queued and not yet acknowledged.
   std::size_t tx_queued_bytes() const noexcept { return _txq_bytes; }
@@ -92,6 +97,12 @@ class flow {
   const swift_cc& cc() const noexcept { return _cc; }
   /// Unacknowledged packets in flight (sent, neither acked nor sacked).
   unsigned packets_in_flight() const noexcept { return _pipe; }
+  /// When the peer was last heard (a valid ACK or DATA), in now_ns() time.
+  uint64_t last_heard_ns() const noexcept { return _last_heard_ns; }
+
+  /// One line for logs: state, sequence numbers, window, RTT, timers and
+  /// counters (flow traces and failure reports).
+  std::string describe() const;
 
   /// A pointer for the owner (e.g. its channel).
   void* context() const noexcept { return _context; }
@@ -201,7 +212,8 @@ class flow {
   bool _force_one = false;  // RTO: send one packet past window and pacing
   uint64_t _next_send_ns = 0;
   unsigned _retries = 0;
-  uint64_t _last_heard_ns = 0;
+  uint64_t _last_heard_ns = 0;  // last valid ACK or DATA from the peer
+  uint64_t _waiting_since_ns = 0;  // nothing was outstanding before this send
   rtt_estimator _rtt;
   swift_cc _cc;
   machnet::timer _rto_timer;
