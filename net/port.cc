@@ -195,6 +195,7 @@ void port::configure(const port_config& cfg) {
   int socket = rte_eth_dev_socket_id(_id);
   if (socket < 0) socket = 0;
   _faults = cfg.faults;
+  _close_linger_ms = cfg.close_linger_ms;
   if (_faults.any())
     _caps.notes.push_back(fmt::format(
         "FAULT INJECTION: rx drop {} corrupt {}, tx drop {} corrupt {} (seed {})", _faults.rx_drop,
@@ -292,6 +293,12 @@ void port::program_rss(const port_config& cfg) {
 }
 
 port::~port() {
+  if (_tx_needs_link && _close_linger_ms) {
+    // Nobody polls this port any more; give the peer the chance to close
+    // first, so that it is not inside rx_burst when our hang-up unmaps its
+    // rings (docs/net.md: memif shutdown).
+    for (unsigned ms = 0; ms < _close_linger_ms && link_up(); ++ms) ::usleep(1000);
+  }
   rte_eth_dev_stop(_id);
   rte_eth_dev_close(_id);
   if (_probed) {

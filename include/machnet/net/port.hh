@@ -72,6 +72,12 @@ struct port_config {
   /// Software fault injection (off by default).
   fault_config faults;
   eal_config eal;
+  /// memif: closing waits at most this long for the peer to close first.
+  /// DPDK 22.11's memif PMD unmaps the shared rings in its interrupt thread
+  /// when the peer hangs up, while that side's data path may be inside
+  /// rx_burst (a SIGSEGV): so both sides stop polling, then the first to
+  /// close is the one that waited longest (docs/net.md). 0: close at once.
+  unsigned close_linger_ms = 200;
 };
 
 /// What the device reported and what we managed to set.
@@ -145,6 +151,7 @@ class port {
   // memif (DPDK 22.11) unmaps the peer's rings in its interrupt thread when
   // the peer goes away; transmitting then crashes. Check the link first.
   bool _tx_needs_link = false;
+  unsigned _close_linger_ms = 0;
   fault_config _faults;
   struct alignas(64) queue_state {
     rte_spinlock_t tx_lock;

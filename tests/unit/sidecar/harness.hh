@@ -44,6 +44,7 @@ class daemon {
   void start(const std::vector<std::string>& args, const std::string& sock, const std::string& log) {
     _sock = sock;
     _log = log;
+    _signalled = false;
     std::vector<std::string> argv{MACHNETD_PATH};
     argv.insert(argv.end(), args.begin(), args.end());
     argv.push_back("--control-socket=" + sock);
@@ -84,10 +85,15 @@ class daemon {
     }
     return true;
   }
+  /// Sends `sig` once, without waiting (stop() then only waits).
+  void signal(int sig = SIGTERM) {
+    if (_pid > 0 && !_signalled) ::kill(_pid, sig);
+    _signalled = true;
+  }
   /// SIGTERM (orderly) or SIGKILL; returns the wait status.
   int stop(int sig = SIGTERM) {
     if (_pid > 0) {
-      ::kill(_pid, sig);
+      if (!_signalled || sig == SIGKILL) ::kill(_pid, sig);
       int st = 0;
       for (int i = 0; i < 1000; ++i) {
         if (::waitpid(_pid, &st, WNOHANG) == _pid) {
@@ -111,6 +117,7 @@ class daemon {
  private:
   pid_t _pid = -1;
   int _status = 0;
+  bool _signalled = false;
   std::string _sock, _log;
 };
 
@@ -163,7 +170,10 @@ struct two_hosts {
     if (!b.wait_ready()) throw std::runtime_error("machnetd B did not start:\n" + b.log());
   }
   ~two_hosts() {
-    // memif: stop the client side first (docs/net.md).
+    // memif: both stop polling before either closes its port; each port
+    // lingers until the other closed (docs/net.md: memif shutdown).
+    b.signal();
+    a.signal();
     b.stop();
     a.stop();
     if (getenv("MACHNET_E2E_KEEP")) return;
