@@ -129,8 +129,9 @@ MACHNET_API int machnet_recvmsg(const void *channel, MachnetMsgHdr_t *msghdr);
 /* Additions to the reference API. */
 
 /** As machnet_recv, but waits up to timeout_ms for a message (-1 forever,
- *  0 do not wait). The thread sleeps (no CPU) after a short spin and is woken
- *  by machnetd. 0 on timeout. */
+ *  0 do not wait). The thread sleeps (no CPU) after a short spin
+ *  ($MACHNET_WAIT_SPIN_US, default 30; 0 when sharing machnetd's CPU) and is
+ *  woken by machnetd. 0 on timeout. */
 MACHNET_API ssize_t machnet_recv_wait(const void *channel, void *buf, size_t len,
                                       MachnetFlow_t *flow, int timeout_ms);
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -172,6 +173,9 @@ int client(void* ch, const options& o) {
 }  // namespace
 
 int run_sidecar(const options& o) {
+  // --poll sleep: the app sleeps at once in machnet_recv_wait (no spin of
+  // its own there), unless the user set MACHNET_WAIT_SPIN_US.
+  if (o.poll == poll_policy::sleep) ::setenv("MACHNET_WAIT_SPIN_US", "0", 0);
   if (machnet_init() != 0) {
     const char* sock = std::getenv("MACHNET_CONTROL_SOCKET");
     fmt::print(stderr, "msg_gen: machnet_init: {} (is machnetd running on {}?)\n", std::strerror(errno),

@@ -3,6 +3,9 @@
 #include "app_channel.hh"
 
 #include <poll.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <utility>
@@ -20,7 +23,26 @@ int64_t coarse_now_ns() noexcept {
   return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+int64_t parse_wait_spin_ns() noexcept {
+  constexpr int64_t fallback = 30'000;
+  const char* v = std::getenv("MACHNET_WAIT_SPIN_US");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long us = std::strtoull(v, &end, 10);
+  if (errno || *end || v[0] == '-' || us > 1'000'000) {
+    std::fprintf(stderr, "libmachnet: MACHNET_WAIT_SPIN_US='%s' is not 0..1000000 (µs): using 30\n", v);
+    return fallback;
+  }
+  return int64_t(us) * 1000;
+}
+
 }  // namespace
+
+int64_t wait_spin_ns() noexcept {
+  static const int64_t ns = parse_wait_spin_ns();
+  return ns;
+}
 
 app_channel::app_channel(attach_grant&& g)
     : _magic(channel_magic),

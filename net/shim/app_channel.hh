@@ -136,9 +136,14 @@ class app_channel {
   uint32_t _abandoned_next = 0;
 };
 
+/// How long a blocking call spins before it sleeps: $MACHNET_WAIT_SPIN_US
+/// (default 30 µs), read once. 0 sleeps at once — right when the app shares
+/// its CPU with machnetd, whose work the spin would hold up (docs/api.md).
+int64_t wait_spin_ns() noexcept;
+
 template <typename Ready>
 int app_channel::wait(Ready&& ready, int64_t deadline) noexcept {
-  constexpr int64_t spin_ns = 30'000;
+  const int64_t spin_ns = wait_spin_ns();
   int64_t t = now_ns();
   const int64_t spin_end = t + spin_ns < deadline ? t + spin_ns : deadline;
   for (;;) {
