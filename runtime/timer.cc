@@ -61,6 +61,7 @@ void timer_wheel::insert(timer& t) noexcept {
   t._wheel = this;
   _occupied[level] |= uint64_t(1) << slot;
   ++_count;
+  _next_hint = 0;
 }
 
 void timer_wheel::remove(timer& t) noexcept {
@@ -119,6 +120,10 @@ void timer_wheel::cascade(unsigned level) noexcept {
 }
 
 unsigned timer_wheel::advance(uint64_t now_us) {
+  if (now_us < _next_hint) {  // nothing due (the common case, every turn)
+    if (now_us + 1 > _now) _now = now_us + 1;
+    return 0;
+  }
   unsigned fired = 0;
   while (_count) {
     uint64_t t = next_event();
@@ -141,6 +146,7 @@ unsigned timer_wheel::advance(uint64_t now_us) {
     }
   }
   if (now_us + 1 > _now) _now = now_us + 1;
+  _next_hint = _count ? next_event() : UINT64_MAX;
   return fired;
 }
 

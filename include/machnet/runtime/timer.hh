@@ -90,6 +90,9 @@ class timer_wheel {
 
   uint64_t _now;
   std::size_t _count = 0;
+  // A lower bound of next_event(): advance() before it has nothing to do
+  // (the reactor calls advance() every turn). Inserts reset it to 0.
+  uint64_t _next_hint = 0;
   std::array<uint64_t, levels> _occupied{};
   std::array<internal::timer_link, levels * slots_per_level> _slots;  // circular list heads
 };
