@@ -429,12 +429,6 @@ bool engine::try_enter_interrupt_mode() {
 }
 
 bool engine::poll() {
-  // TX first: what this shard's tasks queued since the last turn (an app's
-  // replies) leaves in one burst with the ACKs of the last RX burst, which
-  // wait here one turn. (Flushing at the end of the turn sent the ACKs alone
-  // and the replies a turn later: one more tx_burst — a sendto() on
-  // af_packet — per message. af_packet 64 B window 32: +35 % msgs/s.)
-  flush();
   bool work = false;
   if (_own_queue) {
     rte_mbuf* pkts[rx_burst_size];
@@ -483,9 +477,10 @@ bool engine::poll() {
   if (_arp_wait_count) poll_arp();
   for (auto& b : _tx)
     if (b.n) {
-      work = true;  // queued this turn: the next turn sends it
+      work = true;
       break;
     }
+  flush();
   return work;
 }
 
