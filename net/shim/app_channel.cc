@@ -76,6 +76,7 @@ void app_channel::orphan() noexcept {
     *fd = -1;
   }
   _dead = true;
+  _orphaned = true;
 }
 
 app_channel* app_channel::from(const void* handle) noexcept {

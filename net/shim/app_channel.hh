@@ -112,6 +112,7 @@ class app_channel {
   uint64_t _generation;
   uint32_t _id;
   bool _dead = false;
+  bool _orphaned = false;  // a forked child's copy: never touch the rings
   int64_t _next_watch = 0;  // CLOCK_MONOTONIC_COARSE ns of the next hang-up poll
 
   shm::ring_consumer<uint32_t> _free;

@@ -49,8 +49,12 @@ bool app_channel::walk_pending() noexcept {
 int app_channel::recv(const MachnetIovec_t* iov, std::size_t iovcnt, std::size_t capacity,
                       bool* got, uint32_t* len, shm::flow_info* flow) noexcept {
   *got = false;
-  if (int e = alive()) return e;
-  if (!peek()) return 0;
+  // What machnetd delivered before it died or closed the channel is still
+  // the app's: it is received first, and ESHUTDOWN comes once the ring is
+  // empty. (A forked child's inherited channel is its parent's: not drained.)
+  const int dead = alive();
+  if (dead && _orphaned) return dead;
+  if (!peek()) return dead;
   if (!walk_pending()) {
     give_back_chain(_pending);
     _pending = shm::no_buffer;
@@ -90,7 +94,8 @@ int app_channel::recv_wait(const MachnetIovec_t* iov, std::size_t iovcnt, std::s
     if (int e = recv(iov, iovcnt, capacity, got, len, flow); e || *got) return e;
     int e = wait([this] { return _pending != shm::no_buffer || _rx.ready() > 0; }, deadline);
     if (e == ETIMEDOUT) return 0;
-    if (e) return e;
+    if (e && e != ESHUTDOWN) return e;
+    // ESHUTDOWN: the next recv() drains what arrived before, then reports it.
   }
 }
 
