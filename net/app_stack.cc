@@ -206,6 +206,7 @@ task<void> start_stack(stack_config cfg) {
   g->dev = std::make_unique<net::port>(cfg.port);
   net::engine_config ec;
   ec.ip = cfg.ip;
+  ec.udp_checksum = cfg.udp_checksum;
   g->group = std::make_unique<net::engine_group>(*g->dev, n, ec);
   for (auto& [ip, mac] : cfg.static_arp) g->group->arp().set_static(ip, mac);
   g_stack = g.release();

@@ -86,6 +86,10 @@ engine::engine(engine_group& group, unsigned shard)
       _shard(shard),
       _queue(uint16_t(shard < group._port.queues() ? shard : shard % group._port.queues())),
       _own_queue(shard < group._port.queues()),
+      _checksums(group._cfg.udp_checksum == checksum_policy::on ||
+                 (group._cfg.udp_checksum == checksum_policy::automatic &&
+                  !group._port.frames_trusted())),
+      _rx_trusted(!_checksums && group._port.frames_trusted()),
       _reactor(&reactor::local()),
       _pool(group._port.pool(_queue)),
       _verify_left(group._cfg.rss_verify_packets),
@@ -147,7 +151,7 @@ rte_mbuf* engine::alloc_udp(const flow_tuple& f, uint16_t payload_len) {
 void engine::finish_and_queue(rte_mbuf* m, const flow_tuple& f, mac_addr dst) {
   uint8_t* frame = mtod(m);
   write_macs(frame, dst, mac());
-  if (_group._cfg.udp_checksum) {
+  if (_checksums) {
     if (_port.caps().tx_udp_cksum) {
       set_udp_pseudo_cksum(frame, rte_pktmbuf_data_len(m));
       m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_UDP_CKSUM;
@@ -323,9 +327,13 @@ void engine::rx_one(rte_mbuf* m) {
     rte_pktmbuf_free(m);
     return;
   }
+  // A trusted link (memif/ring without injected corruption, checksums not
+  // `on`) skips the UDP checksum a peer may still send; the IP header
+  // checksum is always checked (20 bytes; it also guards the addresses).
   rx_cksum_flags ck{
       (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD,
-      (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD};
+      _rx_trusted ||
+          (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_GOOD};
   parse_result p = parse_frame(mtod(m), rte_pktmbuf_data_len(m), ip(), mac(), ck);
   switch (p.kind) {
     case frame_kind::drop:
@@ -430,6 +438,7 @@ bool engine::try_enter_interrupt_mode() {
 
 bool engine::poll() {
   bool work = false;
+  _rx_polled_ns = now_ns();
   if (_own_queue) {
     rte_mbuf* pkts[rx_burst_size];
     uint16_t n = _port.rx_burst(_queue, pkts, rx_burst_size);

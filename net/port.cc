@@ -83,6 +83,24 @@ rss_mode parse_rss_mode(const std::string& s) {
   throw std::invalid_argument("unknown RSS mode '" + s + "' (expected hardware|emulated|software)");
 }
 
+const char* to_string(checksum_policy p) noexcept {
+  switch (p) {
+    case checksum_policy::automatic:
+      return "automatic";
+    case checksum_policy::on:
+      return "on";
+    case checksum_policy::off:
+      return "off";
+  }
+  return "?";
+}
+
+checksum_policy parse_checksum_policy(const std::string& s) {
+  for (auto p : {checksum_policy::automatic, checksum_policy::on, checksum_policy::off})
+    if (s == to_string(p)) return p;
+  throw std::invalid_argument("unknown UDP checksum policy '" + s + "' (expected automatic|on|off)");
+}
+
 port::port(const port_config& cfg) : _device(cfg.device) {
   if (cfg.device.empty()) throw std::invalid_argument("port: empty device string");
   eal_config ec = cfg.eal;
@@ -118,6 +136,7 @@ void port::configure(const port_config& cfg) {
   if (int rc = rte_eth_dev_info_get(_id, &info); rc != 0) fail(_device, "rte_eth_dev_info_get", rc);
   _caps.driver = info.driver_name ? info.driver_name : "?";
   _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
+  _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
   _caps.max_rx_queues = info.max_rx_queues;
   _caps.max_tx_queues = info.max_tx_queues;
   _caps.rx_ipv4_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;

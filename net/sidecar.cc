@@ -339,6 +339,7 @@ task<void> sidecar::run() {
   port dev(pc);
   engine_config ec;
   ec.ip = _cfg.ip;
+  ec.udp_checksum = _cfg.udp_checksum;
   engine_group group(dev, n, ec);
   for (auto& [ip, mac] : _cfg.static_arp) group.arp().set_static(ip, mac);
   sidecar_shards all;

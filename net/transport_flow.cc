@@ -60,6 +60,7 @@ flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
   // from destroying this flow while its code is on the stack.
   _rto_timer.set_callback([this] {
     endpoint::scope g(_ep);
+    if (rx_behind(_rto_timer)) return;
     on_rto();
   });
   _pace_timer.set_callback([this] {
@@ -68,6 +69,7 @@ flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
   });
   _tlp_timer.set_callback([this] {
     endpoint::scope g(_ep);
+    if (rx_behind(_tlp_timer)) return;
     on_tlp();
   });
   _ack_timer.set_callback([this] {
@@ -77,6 +79,19 @@ flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
 }
 
 flow::~flow() { release_rx_buffers(); }
+
+// A loss timer fell due while the shard was busy (e.g. sending a window):
+// the ACKs that would have cancelled it may be waiting in the RX queue. Fire
+// only after RX was polled past the deadline; until then, wait one turn
+// (the reactor polls before it advances timers). Without this, a sender
+// that spent more than an RTO in one turn timed out on ACKs it had not read:
+// every retransmission of a loss-free 8 MiB bulk transfer was spurious.
+bool flow::rx_behind(timer& t) {
+  if (_ep._env.rx_polled_ns() >= t.deadline_us() * 1000) return false;
+  ++_stats.timer_deferred;
+  t.arm_at(_ep._env.wheel(), _ep._env.now_ns() / 1000 + 1);
+  return true;
+}
 
 uint64_t flow::now_ns() const noexcept { return _ep._env.now_ns(); }
 

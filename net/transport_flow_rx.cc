@@ -3,6 +3,7 @@
 // and coalesced ACKs carrying the SACK bitmap and the timestamp echo.
 #include <cstring>
 
+#include "machnet/net/transport/buffer_cache.hh"
 #include "machnet/net/transport/endpoint.hh"
 #include "machnet/net/transport/flow.hh"
 
@@ -101,6 +102,7 @@ bool flow::consume(const uint8_t* p, std::size_t n, uint8_t flags) {
     }
     _in_msg = true;
     _reasm = message();
+    if (_rx_size_hint >= buffer_cache::min_class) _reasm.reserve(_rx_size_hint);
   } else if (!_in_msg) {
     fail(flow_error::protocol_error);  // a continuation without FIRST
     return false;
@@ -112,6 +114,7 @@ bool flow::consume(const uint8_t* p, std::size_t n, uint8_t flags) {
   _reasm.append(p, n);
   if (flags & msg_flag::last) {
     _in_msg = false;
+    _rx_size_hint = _reasm.size();
     deliver(std::move(_reasm));
     _reasm = message();
     return _state != flow_state::closed;

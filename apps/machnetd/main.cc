@@ -85,6 +85,8 @@ int main(int argc, char** argv) {
      "bytes per channel buffer (multiple of 64, header included)")
     ("arp", po::value<std::vector<std::string>>()->composing(),
      "static ARP entry IP=MAC (repeatable); others are resolved with ARP")
+    ("udp-checksum", po::value<std::string>()->default_value("automatic"),
+     "automatic (off on a memif link: shared memory cannot damage a frame) | on | off")
     ("loss", po::value<double>()->default_value(0), "inject RX loss (probability; tests)");
   app.stop_in_main();
   return app.run(int(av.size() - 1), av.data(), [&](const po::variables_map& vm) -> task<int> {
@@ -124,6 +126,11 @@ int main(int argc, char** argv) {
     double loss = vm["loss"].as<double>();
     if (loss < 0 || loss >= 1) throw std::invalid_argument("--loss: must be in [0, 1)");
     cfg.port.faults.rx_drop = loss;
+    try {
+      cfg.udp_checksum = parse_checksum_policy(vm["udp-checksum"].as<std::string>());
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(std::string("--udp-checksum: ") + e.what());
+    }
     sidecar sc(cfg);
     co_await sc.run();
     co_return 0;

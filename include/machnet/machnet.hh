@@ -40,6 +40,8 @@ struct stack_config {
   net::ipv4_addr ip;      ///< this host's address
   std::vector<std::pair<net::ipv4_addr, net::mac_addr>> static_arp;
   net::transport::transport_config transport;
+  /// UDP checksums (automatic: off on a memif link, docs/net.md).
+  net::checksum_policy udp_checksum = net::checksum_policy::automatic;
   /// Received bytes a connection keeps for recv() before the transport
   /// withholds ACKs (back-pressure).
   std::size_t rx_queue_bytes = std::size_t(16) << 20;

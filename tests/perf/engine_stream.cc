@@ -57,7 +57,7 @@ task<int> bench(const po::variables_map& vm) {
   if (!p.link_up()) throw std::runtime_error("link did not come up");
   engine_config ec;
   ec.ip = *local;
-  ec.udp_checksum = false;
+  ec.udp_checksum = checksum_policy::off;
   ec.gratuitous_arp = false;
   engine_group g(p, n, ec);
   g.arp().set_static(*remote, *peer_mac);

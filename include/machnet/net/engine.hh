@@ -31,10 +31,12 @@ namespace machnet::net {
 class engine;
 
 /// Per-host settings shared by the engines of one port.
+
 struct engine_config {
   ipv4_addr ip;
-  /// Compute UDP checksums on TX (offloaded when the device can).
-  bool udp_checksum = true;
+  /// UDP checksums. A peer that receives over a link that can corrupt (e.g.
+  /// fault injection on its side of a memif) needs `on` here.
+  checksum_policy udp_checksum = checksum_policy::automatic;
   /// Answer ICMP echo requests for our address.
   bool answer_ping = true;
   /// Announce our address with a gratuitous ARP when the queue-0 engine starts.
@@ -175,6 +177,14 @@ class engine final : public pollfn {
   unsigned shard() const noexcept { return _shard; }
   bool owns_queue() const noexcept { return _own_queue; }
   ipv4_addr ip() const noexcept { return _group._cfg.ip; }
+  /// When poll() last started draining RX (machnet::now_ns() clock).
+  uint64_t rx_polled_ns() const noexcept { return _rx_polled_ns; }
+  /// Whether this engine computes UDP checksums on TX (the resolved
+  /// engine_config::udp_checksum policy).
+  bool tx_checksums() const noexcept { return _checksums; }
+  /// Whether received UDP checksums are verified (all but a trusted link
+  /// without checksums on).
+  bool rx_checksums() const noexcept { return !_rx_trusted; }
   mac_addr mac() const noexcept { return _group._port.mac(); }
   engine_group& group() noexcept { return _group; }
   const engine_counters& counters() const noexcept { return _c; }
@@ -200,6 +210,8 @@ class engine final : public pollfn {
   unsigned _shard;
   uint16_t _queue;      // RX queue (when _own_queue) and default TX queue
   bool _own_queue;
+  bool _checksums;   // resolved udp_checksum policy (TX)
+  bool _rx_trusted;  // !_checksums on a trusted link: RX skips UDP checksums
   reactor* _reactor;
   rte_mempool* _pool;
   engine_counters _c;
@@ -213,6 +225,7 @@ class engine final : public pollfn {
   udp_handler* _default = nullptr;
   unsigned _idle_sleeps = 0;  // backoff steps since the queue went quiet
   uint64_t _last_io_us = 0;   // last RX or TX burst
+  uint64_t _rx_polled_ns = 0;  // start of the last RX poll
   std::vector<udp_handler*> _burst_end;
 
   struct tx_batch {

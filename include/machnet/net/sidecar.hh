@@ -24,6 +24,8 @@ struct sidecar_config {
   unsigned socket_mode = 0660;  ///< permissions of the socket file
   shm::channel_params channel;  ///< channel sizes granted to apps
   transport::transport_config transport;
+  /// UDP checksums (automatic: off on a memif link, docs/net.md).
+  checksum_policy udp_checksum = checksum_policy::automatic;
   /// Static ARP entries (ip, mac): skip resolution for known peers.
   std::vector<std::pair<ipv4_addr, mac_addr>> static_arp;
 };

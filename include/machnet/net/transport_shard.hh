@@ -41,6 +41,7 @@ class transport_shard final : public udp_handler,
   // transport_env
   uint64_t now_ns() override;
   timer_wheel& wheel() override;
+  uint64_t rx_polled_ns() override;
   uint8_t* alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) override;
   void transmit(const flow_tuple& t, transport::tx_handle& h) override;
 

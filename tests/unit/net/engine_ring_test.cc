@@ -143,6 +143,7 @@ struct rx_bench {
 
 TEST_CASE("malformed frames are counted by reason and dropped, never crash") {
   rx_bench x("rl2");
+  x.cfg.udp_checksum = checksum_policy::on;  // a ring is trusted: verify anyway
   // A valid UDP frame to mutate.
   std::vector<uint8_t> good(udp_headers_len + 16, 0xab);
   REQUIRE(build_udp(good.data(), good.size(), mac_addr{{2, 0, 0, 0, 0, 9}}, x.pa.mac(), ip_b, ip_a,
@@ -224,4 +225,80 @@ TEST_CASE("injected corruption voids the device's checksum-good flags") {
   REQUIRE(x.pa.stats(0).fault_corrupted == frames);
   REQUIRE(c.drops.total() == frames);  // every corrupted frame caught by a checksum
   REQUIRE(c.udp_no_handler == 0);
+}
+
+namespace {
+// Sends one datagram from an engine of `x`'s A with its policy; returns the
+// UDP checksum field of the frame that reached B's RX ring (0 = none).
+uint16_t sent_udp_checksum(rx_bench& x) {
+  if (!x.ga) x.ga.emplace(x.pa, 1, x.cfg);
+  x.ga->arp().set_static(ip_b, x.pb.mac());
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(*x.ga, 0);
+    uint8_t payload[64] = {1, 2, 3};
+    REQUIRE(e.send_udp(flow_tuple{ip_a, ip_b, 7000, 7001}, payload, sizeof payload) ==
+            send_status::queued);
+    e.flush();
+    co_return 0;
+  });
+  void* obj = nullptr;
+  uint16_t ck = 0xffff;
+  while (rte_ring_dequeue(x.link.rx_ring_b(0), &obj) == 0) {
+    auto* m = static_cast<rte_mbuf*>(obj);
+    const uint8_t* f = rte_pktmbuf_mtod(m, const uint8_t*);
+    if (rte_pktmbuf_data_len(m) >= udp_headers_len && f[12] == 0x08 && f[13] == 0x00 && f[ipv4_offset + 9] == 17)
+      ck = uint16_t(f[udp_payload_offset - 2] << 8 | f[udp_payload_offset - 1]);
+    rte_pktmbuf_free(m);
+  }
+  return ck;
+}
+}  // namespace
+
+TEST_CASE("UDP checksums: automatic skips them on a shared-memory link unless corruption is injected") {
+  SECTION("automatic on a ring: none sent, none verified") {
+    rx_bench x("rl5");
+    REQUIRE(x.pa.caps().shared_memory_link);
+    REQUIRE(x.pa.frames_trusted());
+    CHECK(sent_udp_checksum(x) == 0);
+    auto bad = x.datagram(5555, 100);
+    bad[udp_payload_offset + 3] ^= 0x01;  // the checksum no longer matches
+    x.inject(bad);
+    engine_counters c = x.receive(1);
+    INFO(c.drops.str());
+    CHECK(c.drops.total() == 0);
+    CHECK(c.udp_no_handler == 1);  // accepted: the link cannot have damaged it
+  }
+  SECTION("on: computed and verified") {
+    rx_bench x("rl6");
+    x.cfg.udp_checksum = checksum_policy::on;
+    CHECK(sent_udp_checksum(x) != 0);
+    auto bad = x.datagram(5555, 100);
+    bad[udp_payload_offset + 3] ^= 0x01;
+    x.inject(bad);
+    engine_counters c = x.receive(1);
+    CHECK(c.drops[drop_reason::bad_udp_checksum] == 1);
+  }
+  SECTION("automatic with injected corruption on the port: computed and verified") {
+    auto cfg = ring_port_cfg(1, 1);
+    cfg.faults.tx_corrupt = 1e-9;  // configured, if (almost) never hit
+    rx_bench x("rl7", cfg);
+    REQUIRE_FALSE(x.pa.frames_trusted());
+    CHECK(sent_udp_checksum(x) != 0);
+  }
+  SECTION("off: none sent; received ones still verified on a link that can corrupt") {
+    auto cfg = ring_port_cfg(1, 1);
+    cfg.faults.rx_corrupt = 1e-9;
+    rx_bench x("rl8", cfg);
+    x.cfg.udp_checksum = checksum_policy::off;
+    CHECK(sent_udp_checksum(x) == 0);
+    auto bad = x.datagram(5555, 100);
+    bad[udp_payload_offset + 3] ^= 0x01;
+    x.inject(bad);
+    engine_counters c = x.receive(1);
+    CHECK(c.drops[drop_reason::bad_udp_checksum] == 1);
+  }
+  CHECK(parse_checksum_policy("automatic") == checksum_policy::automatic);
+  CHECK(parse_checksum_policy("on") == checksum_policy::on);
+  CHECK_THROWS_WITH(parse_checksum_policy("yes"), Catch::Contains("'yes'") && Catch::Contains("automatic|on|off"));
 }

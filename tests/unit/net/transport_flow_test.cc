@@ -50,6 +50,17 @@ struct pair_fixture {
     REQUIRE(rb.accepted.size() == 1);
     return f;
   }
+  // Connects, then warms the RTT estimate with five loss-free messages.
+  flow* connect_and_warm_up() {
+    flow* f = connect_and_wait();
+    for (int i = 0; i < 5; ++i) {
+      f->send(pattern(100, uint8_t(i)));
+      run_us(100);
+    }
+    REQUIRE(rb.received.size() == 5);
+    REQUIRE(ra.acked_tags.size() == 5);
+    return f;
+  }
   void inject(transport::endpoint& ep, const flow_tuple& t, const header& h,
               std::vector<uint8_t> payload = {}) {
     std::vector<uint8_t> b(header_size + payload.size());
@@ -672,13 +683,7 @@ TEST_CASE("tail-loss probe: a lost single-packet message is recovered in a few R
           "[flow][tlp]") {
   pair_fixture x;
   x.start();
-  flow* f = x.connect_and_wait();
-  // Warm the RTT estimate with a few loss-free messages.
-  for (int i = 0; i < 5; ++i) {
-    f->send(pattern(100, uint8_t(i)));
-    x.run_us(100);
-  }
-  REQUIRE(x.rb.received.size() == 5);
+  flow* f = x.connect_and_warm_up();
   bool dropped = false;
   x.tab.drop = [&](const header& h, std::size_t) {
     return h.flags == net_flag::data && !dropped && (dropped = true);
@@ -698,6 +703,33 @@ TEST_CASE("tail-loss probe: a lost single-packet message is recovered in a few R
   CHECK(f->stats().tail_probes == 1);
   CHECK(f->stats().rto == 0);
   CHECK(is_pattern(x.rb.received[5].second, 100, 9));
+}
+
+TEST_CASE("loss timers wait for ACKs still queued at a busy sender: no spurious RTO or probe",
+          "[flow][rto][tlp]") {
+  // Regression: a shard that spent longer than an RTO in one turn (sending a
+  // window at 25 Gbps) fired its RTO before reading the ACKs that had long
+  // arrived: every retransmission of a loss-free 8 MiB transfer was spurious.
+  pair_fixture x;
+  x.start();
+  flow* f = x.connect_and_warm_up();
+  const std::size_t data_before = x.tab.of(net_flag::data).size();
+  // A is busy for 1 ms, five RTO floors: B's ACK waits in A's RX queue.
+  x.a.pause_rx_until(x.w.now_ns() + 1'000'000);
+  f->send(pattern(100, 9));
+  x.run_us(900);
+  REQUIRE(x.rb.received.size() == 6);  // B got it at once and ACKed
+  CHECK(x.ra.acked_tags.size() == 5);       // A has not read the ACK yet
+  CHECK(f->stats().rto == 0);
+  CHECK(f->stats().tail_probes == 0);
+  CHECK(f->stats().timer_deferred > 0);
+  CHECK(x.tab.of(net_flag::data).size() == data_before + 1);  // nothing resent
+  x.run_us(200);  // A reads the ACK first
+  CHECK(x.ra.acked_tags.size() == 6);
+  CHECK(f->stats().rto == 0);
+  CHECK(f->stats().tail_probes == 0);
+  CHECK(x.tab.of(net_flag::data).size() == data_before + 1);
+  CHECK(f->packets_in_flight() == 0);
 }
 
 namespace {

@@ -41,6 +41,12 @@ class transport_env {
   /// Sends the packet built in `h` (ownership passes to the env). It must not
   /// feed packets back into the same endpoint synchronously (queue them).
   virtual void transmit(const flow_tuple& t, tx_handle& h) = 0;
+  /// When the shard last started draining its RX queue (now_ns() clock). A
+  /// loss timer (RTO, tail probe) that falls due while the shard is busy —
+  /// sending a window takes a while — would find the peer's ACKs still in
+  /// the RX queue: the transport acts on it only once RX was polled after the
+  /// deadline. Default: now (an env that delivers packets synchronously).
+  virtual uint64_t rx_polled_ns() { return now_ns(); }
 };
 
 /// Why a flow ended badly (or `none` for an orderly close).

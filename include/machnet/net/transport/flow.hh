@@ -52,6 +52,7 @@ struct flow_stats {
   uint64_t rx_data = 0, rx_dup = 0, rx_ooo = 0, rx_beyond_window = 0, rx_refused = 0;
   uint64_t rx_acks = 0, rx_stale_acks = 0, sack_reneged = 0;
   uint64_t tail_probes = 0;
+  uint64_t timer_deferred = 0;  ///< loss timers held until RX was polled past them
 };
 
 /// One flow. Created by endpoint::connect() or by a listener; owned by the
@@ -146,6 +147,7 @@ class flow {
   bool rst_acceptable(const header& h) const noexcept;
   void become_established_acceptor();
   void on_rto();
+  bool rx_behind(timer& t);
   void fail(flow_error e);
   void finish(flow_error e);
   void complete_finish();
@@ -229,6 +231,9 @@ class flow {
   unsigned _ooo_count = 0;
   message _reasm;
   bool _in_msg = false;
+  /// Size of the last message received: the next big one is reassembled in
+  /// storage reserved for that much (no copies while it grows).
+  std::size_t _rx_size_hint = 0;
   std::deque<message> _held;
   std::size_t _held_bytes = 0;
   bool _delivering = false;

@@ -8,9 +8,10 @@
 
 namespace machnet::net::transport {
 
-/// A message: owns `size()` contiguous bytes (heap memory, or a foreign buffer
-/// released through a callback, e.g. a channel buffer), plus a `tag` for the
-/// owner's bookkeeping that the transport never looks at. Move-only.
+/// A message: owns `size()` contiguous bytes (heap memory — from 256 KiB a
+/// buffer_cache buffer — or a foreign buffer released through a callback,
+/// e.g. a channel buffer), plus a `tag` for the owner's bookkeeping that the
+/// transport never looks at. Move-only.
 class message {
  public:
   /// Releases an adopted buffer.
@@ -39,18 +40,26 @@ class message {
   uint64_t tag() const noexcept { return _tag; }
   void set_tag(uint64_t t) noexcept { _tag = t; }
 
-  /// Appends bytes, growing heap storage geometrically (reassembly). An
-  /// adopted buffer is first copied to the heap and released.
+  /// Appends bytes, growing storage geometrically (reassembly). An adopted
+  /// buffer is first copied to storage of our own and released.
   void append(const uint8_t* p, std::size_t n);
+  /// Makes room for `n` bytes in all, so appends up to there neither copy
+  /// nor allocate (reassembly that expects a message of that size).
+  void reserve(std::size_t n);
+  /// Bytes the storage holds before append() must grow it (0 for an adopted
+  /// buffer: the first append copies it).
+  std::size_t capacity() const noexcept { return _capacity; }
   /// Frees the bytes; the message becomes empty.
   void reset() noexcept;
 
  private:
   void steal(message& o) noexcept;
+  /// Moves the bytes to storage of at least `need` bytes.
+  void grow(std::size_t need);
 
   uint8_t* _data = nullptr;
   std::size_t _size = 0;
-  std::size_t _capacity = 0;  // heap storage only
+  std::size_t _capacity = 0;  // heap and buffer_cache storage
   release_fn _release = nullptr;
   void* _ctx = nullptr;
   uint64_t _tag = 0;

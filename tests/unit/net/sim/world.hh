@@ -84,6 +84,11 @@ class host final : public transport_env {
   timer_wheel& wheel() override { return _wheel; }
   uint8_t* alloc_tx(const flow_tuple& t, std::size_t len, tx_handle& h) override;
   void transmit(const flow_tuple& t, tx_handle& h) override;
+  /// Now if nothing waits in the RX queue, else when it was last drained.
+  uint64_t rx_polled_ns() override;
+  /// The host is busy until `t_ns` (e.g. sending a window): arriving packets
+  /// wait in its RX queue until then; its timers still run.
+  void pause_rx_until(uint64_t t_ns) { _rx_paused_until = t_ns; }
 
   /// Creates (or re-creates: a restart loses all state) the endpoint.
   transport::endpoint& start(transport_owner& owner, transport_config cfg) {
@@ -109,6 +114,8 @@ class host final : public transport_env {
   timer_wheel _wheel;
   std::vector<uint32_t> _rxq;  // packet slab indices
   bool _poll_scheduled = false;
+  uint64_t _rx_paused_until = 0;
+  uint64_t _last_poll_ns = 0;
 };
 
 /// The simulation: a virtual clock in ns and one event queue.
@@ -327,12 +334,13 @@ class world {
     h._rxq.push_back(pi);
     if (!h._poll_scheduled) {
       h._poll_scheduled = true;
-      push({_now + h.rx_batch_ns, 0, ev_poll, h.index, 0});
+      push({std::max(_now + h.rx_batch_ns, h._rx_paused_until), 0, ev_poll, h.index, 0});
     }
   }
 
   void poll(host& h) {
     h._poll_scheduled = false;
+    h._last_poll_ns = _now;
     auto q = std::move(h._rxq);
     h._rxq.clear();
     for (uint32_t pi : q) {
@@ -407,6 +415,8 @@ inline host::host(world& w, ipv4_addr a, unsigned i)
     : ip(a), index(i), _w(w), _wheel(w.now_ns() / 1000) {}
 
 inline uint64_t host::now_ns() { return _w._now; }
+
+inline uint64_t host::rx_polled_ns() { return _rxq.empty() ? _w._now : _last_poll_ns; }
 
 inline uint8_t* host::alloc_tx(const flow_tuple& t, std::size_t len, tx_handle& h) {
   uint32_t pi = _w.new_packet();
