@@ -137,6 +137,7 @@ void port::configure(const port_config& cfg) {
   _caps.driver = info.driver_name ? info.driver_name : "?";
   _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
   _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
+  _caps.tx_copies_segments = _tx_needs_link;
   _caps.max_rx_queues = info.max_rx_queues;
   _caps.max_tx_queues = info.max_tx_queues;
   _caps.rx_ipv4_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;

@@ -85,4 +85,10 @@ void swift_cc::on_rto() noexcept {
   clamp();
 }
 
+void swift_cc::undo_rto(double cwnd_before) noexcept {
+  _cwnd = std::max(_cwnd, cwnd_before);
+  _consecutive_rto = 0;
+  clamp();
+}
+
 }  // namespace machnet::net::transport

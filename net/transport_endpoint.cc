@@ -171,6 +171,18 @@ bool endpoint::emit(const flow_tuple& t, const header& h, const uint8_t* payload
   return true;
 }
 
+bool endpoint::emit_ref(const flow_tuple& t, const header& h, message& m, std::size_t off,
+                        std::size_t len) {
+  tx_handle th;
+  uint8_t* p = _env.alloc_tx_ref(t, header_size, m, off, len, th);
+  if (!p) return emit(t, h, m.data() + off, len);
+  encode(h, p);
+  _env.transmit(t, th);
+  ++_stats.tx_packets;
+  ++_stats.tx_zero_copy;
+  return true;
+}
+
 void endpoint::unlink(flow& f) noexcept {
   auto it = _flows.find(f._tuple);
   if (it != _flows.end() && it->second.get() == &f) {

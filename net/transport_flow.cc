@@ -335,7 +335,13 @@ void flow::on_rto() {
   }
   _rtt.backoff();
   if (!_peer_full) {
-    // Everything still in flight is presumed lost; the window shrinks.
+    // Everything still in flight is presumed lost; the window shrinks. The
+    // first ACK with progress tells whether that was wrong (on_ack).
+    if (!_rto_undo_armed) {
+      _rto_undo_armed = true;
+      _rto_undo_cwnd = _cc.cwnd();
+      _rto_at_ns = now;
+    }
     _cc.on_rto();
     for (seq_t s = _snd_una; s != _snd_nxt; ++s)
       if (seg(s).state == 0) mark_lost(s);

@@ -21,9 +21,6 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   // A peer sending DATA is alive (the failure clock of on_rto), even if it
   // has nothing of ours to acknowledge yet.
   _last_heard_ns = now;
-  // Echo the newest DATA timestamp (adjusted for how long we hold it).
-  _echo_ts = h.timestamp1;
-  _echo_arrival_ns = now;
 
   if (seq_lt(h.seqno, _rcv_nxt)) {
     ++_stats.rx_dup;  // our ACK was lost or the packet duplicated: re-ACK
@@ -62,7 +59,13 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
     return;
   }
 
-  // In order.
+  // In order. Only a packet that advances rcv_nxt sets the timestamp the
+  // ACK echoes (adjusted for how long we hold it), as TCP's timestamps do
+  // (RFC 7323): duplicates and out-of-order packets do not. So the ACK that
+  // follows a spurious RTO echoes the original transmission, not the
+  // retransmission that arrived behind it, and the sender can undo the RTO.
+  _echo_ts = h.timestamp1;
+  _echo_arrival_ns = now;
   bool last = h.msg_flags & msg_flag::last;
   if (!consume(payload.data(), payload.size(), h.msg_flags)) return;
   ++_rcv_nxt;

@@ -32,6 +32,11 @@ void flow::try_send() {
       }
     }
     if (!retx && !(has_new_data() && seq_t(_snd_nxt - _snd_una) < _cfg.window_pkts)) break;
+    // After an RTO only its one forced packet goes out until an ACK makes
+    // progress and tells whether the timeout was spurious (F-RTO's idea):
+    // resending the flight at once wasted a window each time a stalled
+    // peer, not the network, was the cause.
+    if (_rto_undo_armed && !_force_one) break;
     if (!_force_one) {
       if (_pipe >= _cc.window()) break;
       if (_cc.cwnd() < 1.0 && now < _next_send_ns) {
@@ -66,7 +71,7 @@ void flow::try_send() {
 
 bool flow::emit_segment(seq_t s, uint64_t now) {
   const segment& g = seg(s);
-  const tx_message& m = *g.msg;
+  tx_message& m = *g.msg;
   std::size_t off = std::size_t(g.pkt) * _cfg.mss;
   std::size_t len = std::min(_cfg.mss, m.msg.size() - off);
   header h;
@@ -76,6 +81,9 @@ bool flow::emit_segment(seq_t s, uint64_t now) {
   h.seqno = s;
   h.ackno = data_ackno;
   h.timestamp1 = now;
+  // Multi-packet messages are sent zero-copy where the env can; a single
+  // packet is cheaper to copy than to reference.
+  if (m.npkts > 1) return _ep.emit_ref(_tuple, h, m.msg, off, len);
   return _ep.emit(_tuple, h, m.msg.data() + off, len);
 }
 
@@ -155,6 +163,26 @@ void flow::on_ack(const header& h) {
     g = segment{};
     ++_snd_una;
     if (last) release_acked_message();
+  }
+  if (progress && _rto_undo_armed) {
+    // Spurious RTO (Eifel-style, on the timestamp echo): the ACK answers a
+    // packet sent before the timeout fired, so the flight had arrived — the
+    // peer or the path stalled (a VM descheduled for longer than the RTO).
+    // Back to the window before it; what is marked lost and not yet resent
+    // is in flight after all.
+    _rto_undo_armed = false;  // sending resumes (try_send below)
+    if (h.timestamp1 && h.timestamp1 < _rto_at_ns) {
+      ++_stats.spurious_rto;
+      _cc.undo_rto(_rto_undo_cwnd);
+      for (seq_t s = _snd_una; s != _snd_nxt; ++s) {
+        segment& g = seg(s);
+        if (g.state & seg_lost) {
+          g.state &= uint8_t(~seg_lost);
+          --_lost;
+          ++_pipe;
+        }
+      }
+    }
   }
   if (!sample) sample = karn;
   if (sample) _rtt.sample(sample, now);

@@ -107,6 +107,48 @@ uint8_t* transport_shard::alloc_tx(const flow_tuple& t, std::size_t len, transpo
   return engine::payload(m);
 }
 
+namespace {
+// Zero-copy TX: a message whose packets refer to its bytes hands its storage
+// to a zc_owner and keeps only a reference. shinfo's count is 1 for the
+// message plus 1 per packet; whichever drops it to zero frees the storage
+// (an ACK can release the message while a retransmitted copy still waits in
+// the engine's TX batch).
+struct zc_owner {
+  rte_mbuf_ext_shared_info shinfo{};
+  transport::message storage;
+};
+
+void zc_free_cb(void*, void* opaque) { delete static_cast<zc_owner*>(opaque); }
+
+void zc_release(void* ctx, uint8_t*, std::size_t) noexcept {
+  auto* o = static_cast<zc_owner*>(ctx);
+  if (rte_mbuf_ext_refcnt_update(&o->shinfo, -1) == 0) delete o;
+}
+
+zc_owner& zc_owner_of(transport::message& m) {
+  if (m.releaser() == &zc_release) return *static_cast<zc_owner*>(m.release_ctx());
+  auto* o = new zc_owner;
+  o->shinfo.free_cb = &zc_free_cb;
+  o->shinfo.fcb_opaque = o;
+  rte_mbuf_ext_refcnt_set(&o->shinfo, 1);
+  uint64_t tag = m.tag();
+  o->storage = std::move(m);
+  m = transport::message::adopt(o->storage.data(), o->storage.size(), &zc_release, o, tag);
+  return *o;
+}
+}  // namespace
+
+uint8_t* transport_shard::alloc_tx_ref(const flow_tuple& t, std::size_t head_len,
+                                       transport::message& m, std::size_t off, std::size_t len,
+                                       transport::tx_handle& h) {
+  if (!_engine.zero_copy_tx() || off + len > m.size()) return nullptr;
+  zc_owner& o = zc_owner_of(m);
+  rte_mbuf* mb = _engine.alloc_udp_ext(t, uint16_t(head_len), m.data() + off, uint16_t(len), &o.shinfo);
+  if (!mb) return nullptr;
+  h.p = mb;
+  return engine::payload(mb);
+}
+
 void transport_shard::transmit(const flow_tuple& t, transport::tx_handle& h) {
   _engine.send(static_cast<rte_mbuf*>(h.p), t);
   h.p = nullptr;

@@ -100,6 +100,7 @@ task<int> bench(const po::variables_map& vm) {
     co_await sleep(std::chrono::milliseconds(5));
   engine_config ea, eb;
   ea.ip = ip_a;
+  ea.zero_copy_tx = eb.zero_copy_tx = !vm.count("no-zero-copy");
   ea.udp_checksum = eb.udp_checksum = parse_checksum_policy(vm["checksum"].as<std::string>());
   eb.ip = ip_b;
   auto ga_owner = std::make_unique<engine_group>(pa, 1, ea);
@@ -116,6 +117,7 @@ task<int> bench(const po::variables_map& vm) {
     eng_b = std::make_unique<engine>(gb, 0);
     transport::transport_config tcb;
     tcb.min_rto_us = vm["min-rto-us"].as<uint64_t>();
+    tcb.cc.base_target_us = vm["target-us"].as<double>();
     tb = std::make_unique<transport_shard>(*eng_b, so, tcb);
     tb->listen(7000);
   });
@@ -123,6 +125,7 @@ task<int> bench(const po::variables_map& vm) {
   engine& eng_a = *eng_a_owner;
   transport::transport_config tc;
   tc.min_rto_us = vm["min-rto-us"].as<uint64_t>();
+  tc.cc.base_target_us = vm["target-us"].as<double>();
   auto ta_owner = std::make_unique<transport_shard>(eng_a, co, tc);
   transport_shard& ta = *ta_owner;
   flow* f = ta.connect(ip_b, 7000);
@@ -185,8 +188,8 @@ task<int> bench(const po::variables_map& vm) {
     fmt::print("engine A: tx {} dropped {} no-mbuf {}; port A tx-full {}; port B rx {}\n",
                c.tx_packets, c.tx_dropped, c.tx_no_mbuf, pa.stats(0).tx_full, pb.stats(0).rx_packets);
     auto& st = f->stats();
-    fmt::print("flow A: data {} retx {} fast_retx {} rto {} probes {} tail_probes {} rx_acks {} stale {} reneged {}\n",
-               st.tx_data, st.tx_retx, st.fast_retx, st.rto, st.probes, st.tail_probes, st.rx_acks,
+    fmt::print("flow A: data {} retx {} fast_retx {} rto {} (spurious {}) deferred {} probes {} tail_probes {} rx_acks {} stale {} reneged {}\n",
+               st.tx_data, st.tx_retx, st.fast_retx, st.rto, st.spurious_rto, st.timer_deferred, st.probes, st.tail_probes, st.rx_acks,
                st.rx_stale_acks, st.sack_reneged);
     flow_stats sb;
     co_await submit_to(1, [&] {
@@ -239,6 +242,9 @@ int main(int argc, char** argv) {
      "RTO floor of both ends")
     ("checksum", po::value<std::string>()->default_value("automatic"),
      "UDP checksums: automatic (off on memif) | on | off")
+    ("target-us", po::value<double>()->default_value(transport::cc_params{}.base_target_us),
+     "congestion control's base target delay of both ends")
+    ("no-zero-copy", "copy every payload into its packet (engine_config::zero_copy_tx off)")
     ("trace", "print flow state for exchanges slower than 100 us")
     ("json", po::value<std::string>(), "write results as JSON");
   return app.run(argc, argv, bench);

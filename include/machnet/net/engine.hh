@@ -20,6 +20,7 @@
 #include "machnet/runtime/poller.hh"
 
 struct rte_mbuf;
+struct rte_mbuf_ext_shared_info;
 struct rte_ring;
 
 namespace machnet {
@@ -37,6 +38,9 @@ struct engine_config {
   /// UDP checksums. A peer that receives over a link that can corrupt (e.g.
   /// fault injection on its side of a memif) needs `on` here.
   checksum_policy udp_checksum = checksum_policy::automatic;
+  /// Send multi-packet messages' payload by reference where the device
+  /// copies with the CPU (memif) and no software checksum is needed.
+  bool zero_copy_tx = true;
   /// Answer ICMP echo requests for our address.
   bool answer_ping = true;
   /// Announce our address with a gratuitous ARP when the queue-0 engine starts.
@@ -159,6 +163,13 @@ class engine final : public pollfn {
   /// An mbuf with Eth/IPv4/UDP headers for `f` and `payload_len` bytes of room
   /// at payload(m); nullptr if the pool is empty.
   rte_mbuf* alloc_udp(const flow_tuple& f, uint16_t payload_len);
+  /// Zero-copy TX (only when zero_copy_tx()): a UDP datagram for `f` whose
+  /// payload is `head_len` bytes of room at payload(m) followed by `ext_len`
+  /// bytes at `ext`, which are not copied: a second segment refers to them,
+  /// holding one reference of `shinfo` (taken here, dropped when the packet
+  /// is freed; its free_cb runs at zero). nullptr if the pool is empty.
+  rte_mbuf* alloc_udp_ext(const flow_tuple& f, uint16_t head_len, const uint8_t* ext,
+                          uint16_t ext_len, rte_mbuf_ext_shared_info* shinfo);
   static uint8_t* payload(rte_mbuf* m) noexcept;
   /// Finishes (MACs, checksum) and queues a packet from alloc_udp for `f`.
   /// The engine owns `m` afterwards, whatever the status.
@@ -177,6 +188,9 @@ class engine final : public pollfn {
   unsigned shard() const noexcept { return _shard; }
   bool owns_queue() const noexcept { return _own_queue; }
   ipv4_addr ip() const noexcept { return _group._cfg.ip; }
+  /// Whether alloc_udp_ext may be used: the device copies segments with the
+  /// CPU and no software checksum has to read the payload.
+  bool zero_copy_tx() const noexcept { return _zero_copy_tx; }
   /// When poll() last started draining RX (machnet::now_ns() clock).
   uint64_t rx_polled_ns() const noexcept { return _rx_polled_ns; }
   /// Whether this engine computes UDP checksums on TX (the resolved
@@ -212,6 +226,14 @@ class engine final : public pollfn {
   bool _own_queue;
   bool _checksums;   // resolved udp_checksum policy (TX)
   bool _rx_trusted;  // !_checksums on a trusted link: RX skips UDP checksums
+  bool _zero_copy_tx;
+  struct queue_memo {  // the RSS queue of the last flow looked up
+    flow_tuple flow;
+    uint16_t queue = 0;
+    bool valid = false;
+  };
+  mutable queue_memo _tx_memo;
+  queue_memo _rx_memo;
   reactor* _reactor;
   rte_mempool* _pool;
   engine_counters _c;

@@ -106,6 +106,10 @@ struct port_caps {
   /// Frames cross shared memory (memif, ring): nothing on the link can damage
   /// them, so checksums guard nothing (engine_config::udp_checksum automatic).
   bool shared_memory_link = false;
+  /// The PMD copies every segment of a chained packet with the CPU inside
+  /// tx_burst (memif): a payload segment may point at any memory (zero-copy
+  /// TX, engine::alloc_udp_ext), nothing DMAs from it later.
+  bool tx_copies_segments = false;
   uint16_t reta_size = 0;
   uint8_t key_size = 0;
   bool key_programmed = false, key_read_back = false;

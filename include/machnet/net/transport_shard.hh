@@ -44,6 +44,8 @@ class transport_shard final : public udp_handler,
   uint64_t rx_polled_ns() override;
   uint8_t* alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) override;
   void transmit(const flow_tuple& t, transport::tx_handle& h) override;
+  uint8_t* alloc_tx_ref(const flow_tuple& t, std::size_t head_len, transport::message& m,
+                        std::size_t off, std::size_t len, transport::tx_handle& h) override;
 
   // udp_handler
   void on_udp(engine& e, rte_mbuf* m, const parse_result& p) override;

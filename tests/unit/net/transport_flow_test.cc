@@ -732,6 +732,31 @@ TEST_CASE("loss timers wait for ACKs still queued at a busy sender: no spurious 
   CHECK(f->packets_in_flight() == 0);
 }
 
+TEST_CASE("a spurious RTO (the receiver stalled, nothing was lost) is undone", "[flow][rto]") {
+  // Regression: a receiving shard descheduled for longer than the RTO (this
+  // VM does that for 0.2-1 ms a few times a second) made the sender resend
+  // its whole flight and halve its window, though every packet had arrived.
+  pair_fixture x;
+  x.start();
+  flow* f = x.connect_and_warm_up();
+  const double cwnd = f->cwnd();
+  REQUIRE(cwnd >= 8);
+  // B stalls for 1 ms (five RTO floors) just as a 10-packet message leaves.
+  x.b.pause_rx_until(x.w.now_ns() + 1'000'000);
+  f->send(pattern(10 * 1418, 7));
+  x.run_us(5000);
+  REQUIRE(x.rb.received.size() == 6);
+  CHECK(is_pattern(x.rb.received[5].second, 10 * 1418, 7));
+  CHECK(f->stats().rto >= 1);
+  CHECK(f->stats().spurious_rto == 1);
+  // The window is back (less the delay-based cut for the 1 ms RTT sample the
+  // stall produced), not RTO-halved twice (2.4 before).
+  CHECK(f->cwnd() >= 0.45 * cwnd);
+  // The tail-loss probe and one forced packet per RTO; not the flight again.
+  CHECK(f->stats().tx_retx <= f->stats().rto + 1);
+  CHECK(x.ra.errors.empty());
+}
+
 namespace {
 // `from` sends one 100-byte message whose packet and tail-loss probe are both
 // lost on `link`, so only an RTO can recover it: it must arrive at `to_rec`

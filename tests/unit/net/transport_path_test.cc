@@ -3,6 +3,7 @@
 // injection at the ports; every message is echoed back intact and in order.
 #include <catch2/catch.hpp>
 
+#include <rte_mbuf.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -233,4 +234,86 @@ TEST_CASE("transport over af_packet on a veth pair (software RSS hand-off), 1% l
   CHECK(errors == 0);
   CHECK(bad == 0);
   REQUIRE(got == 2 * 4 * 20);
+}
+
+namespace {
+// Keeps the UDP payloads that reach it.
+struct payload_sink : udp_handler {
+  std::vector<std::vector<uint8_t>> got;
+  void on_udp(engine&, rte_mbuf* m, const parse_result& p) override {
+    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*) + p.payload_offset;
+    got.emplace_back(d, d + p.payload_len);
+    rte_pktmbuf_free(m);
+  }
+};
+}  // namespace
+
+TEST_CASE("zero-copy TX over memif: a packet refers to message memory, which outlives it") {
+  std::string sock = "/tmp/mn-zc-" + std::to_string(::getpid()) + ".sock";
+  ::unlink(sock.c_str());
+  auto cb = cfg_for("net_memif0,role=server,socket=" + sock + ",socket-abstract=no", 1, 2, 0, 0);
+  auto ca = cfg_for("net_memif1,role=client,socket=" + sock + ",socket-abstract=no", 1, 1, 0, 0);
+  auto pb = std::make_unique<port>(cb);
+  auto pa = std::make_unique<port>(ca);
+  for (int i = 0; i < 500 && !(pa->link_up() && pb->link_up()); ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(pa->link_up());
+  REQUIRE(pa->frames_trusted());
+  engine_config ea_cfg, eb_cfg;
+  ea_cfg.ip = ip_a;
+  eb_cfg.ip = ip_b;
+  engine_group ga(*pa, 1, ea_cfg), gb(*pb, 1, eb_cfg);
+  ga.arp().set_static(ip_b, pb->mac());
+  static int released;
+  released = 0;
+  std::vector<uint8_t> bytes(4 * 1418);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 7 + 3);
+  payload_sink sink;
+  echo_owner unused;
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine ea(ga, 0), eb(gb, 0);
+    REQUIRE(eb.listen(7001, &sink));
+    transport_shard ta(ea, unused);
+    REQUIRE(ea.zero_copy_tx());
+    // The message's storage is foreign: its release is observable.
+    auto* buf = new uint8_t[bytes.size()];
+    std::memcpy(buf, bytes.data(), bytes.size());
+    message m = message::adopt(
+        buf, bytes.size(),
+        [](void*, uint8_t* d, std::size_t) noexcept {
+          delete[] d;
+          ++released;
+        },
+        nullptr, 42);
+    const flow_tuple t{ip_a, ip_b, 7000, 7001};
+    tx_handle h[2];
+    uint8_t* p0 = ta.alloc_tx_ref(t, header_size, m, 1418, 1418, h[0]);
+    uint8_t* p1 = ta.alloc_tx_ref(t, header_size, m, 3 * 1418, 1418, h[1]);
+    REQUIRE(p0);
+    REQUIRE(p1);
+    CHECK(m.tag() == 42);  // same bytes and tag; only who holds the storage changed
+    CHECK(std::memcmp(m.data(), bytes.data(), bytes.size()) == 0);
+    std::memset(p0, 0xa0, header_size);
+    std::memset(p1, 0xa1, header_size);
+    m.reset();  // the message is gone; its packets are not sent yet
+    CHECK(released == 0);
+    ta.transmit(t, h[0]);
+    ta.transmit(t, h[1]);
+    ea.flush();  // memif copies and frees the packets in tx_burst
+    CHECK(released == 1);
+    for (int i = 0; i < 200 && sink.got.size() < 2; ++i) co_await sleep(1ms);
+    REQUIRE(sink.got.size() == 2);
+    for (int k = 0; k < 2; ++k) {
+      const auto& g = sink.got[k];
+      REQUIRE(g.size() == header_size + 1418);
+      CHECK(g[0] == (k == 0 ? 0xa0 : 0xa1));
+      std::size_t off = (k == 0 ? 1 : 3) * 1418;
+      CHECK(std::memcmp(g.data() + header_size, bytes.data() + off, 1418) == 0);
+    }
+    co_return 0;
+  });
+  pa.reset();
+  for (int i = 0; i < 100 && pb->link_up(); ++i) std::this_thread::sleep_for(5ms);
+  std::this_thread::sleep_for(20ms);
+  pb.reset();
 }

@@ -31,6 +31,9 @@ class swift_cc {
   void on_loss(uint64_t now_ns, uint64_t srtt_ns) noexcept;
   /// The retransmission timer expired.
   void on_rto() noexcept;
+  /// The timeout(s) since the window was `cwnd_before` were spurious (the
+  /// packets had arrived): back to that window.
+  void undo_rto(double cwnd_before) noexcept;
 
   double cwnd() const noexcept { return _cwnd; }
   /// Packets allowed in flight: max(1, ⌊cwnd⌋).

@@ -30,6 +30,7 @@ struct endpoint_stats {
   uint64_t rst_replies = 0;  ///< RSTs sent for packets of unknown flows
   uint64_t accepted = 0;     ///< flows created by listeners
   uint64_t tx_packets = 0;
+  uint64_t tx_zero_copy = 0;  ///< of tx_packets, payload referenced, not copied
   uint64_t tx_alloc_failed = 0;
 };
 
@@ -103,6 +104,9 @@ class endpoint {
   seq_t next_isn();
   /// Builds and sends one packet; false if the env had no buffer.
   bool emit(const flow_tuple& t, const header& h, const uint8_t* payload, std::size_t len);
+  /// Like emit, payload `len` bytes of `m` from `off`: referenced by the
+  /// packet when the env can (transport_env::alloc_tx_ref), else copied.
+  bool emit_ref(const flow_tuple& t, const header& h, message& m, std::size_t off, std::size_t len);
   void reply_rst(const flow_tuple& t, const header& h);
   void accept(const flow_tuple& t, const header& syn);
   /// Takes the flow out of the tuple table (it may live on as a zombie).

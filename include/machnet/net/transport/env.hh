@@ -41,6 +41,15 @@ class transport_env {
   /// Sends the packet built in `h` (ownership passes to the env). It must not
   /// feed packets back into the same endpoint synchronously (queue them).
   virtual void transmit(const flow_tuple& t, tx_handle& h) = 0;
+  /// Zero-copy variant of alloc_tx: room for `head_len` bytes (the Machnet
+  /// header) followed by `len` bytes of `m` from `off`, which the packet
+  /// refers to instead of copying. The env may change how `m` holds its
+  /// storage (never its bytes) so that the storage outlives every packet
+  /// referring to it. nullptr: not available (the transport copies instead).
+  virtual uint8_t* alloc_tx_ref(const flow_tuple& /*t*/, std::size_t /*head_len*/, message& /*m*/,
+                                std::size_t /*off*/, std::size_t /*len*/, tx_handle& /*h*/) {
+    return nullptr;
+  }
   /// When the shard last started draining its RX queue (now_ns() clock). A
   /// loss timer (RTO, tail probe) that falls due while the shard is busy —
   /// sending a window takes a while — would find the peer's ACKs still in

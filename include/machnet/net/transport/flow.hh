@@ -53,6 +53,7 @@ struct flow_stats {
   uint64_t rx_acks = 0, rx_stale_acks = 0, sack_reneged = 0;
   uint64_t tail_probes = 0;
   uint64_t timer_deferred = 0;  ///< loss timers held until RX was polled past them
+  uint64_t spurious_rto = 0;    ///< RTOs undone: the peer had the packets (timestamp echo)
 };
 
 /// One flow. Created by endpoint::connect() or by a listener; owned by the
@@ -222,6 +223,11 @@ class flow {
   machnet::timer _pace_timer;
   machnet::timer _tlp_timer;
   bool _tlp_sent = false;  // one probe per flight: reset by ACK progress
+  // Spurious-RTO detection: the window before the first of a run of RTOs and
+  // when it fired; the first ACK with progress after it decides.
+  bool _rto_undo_armed = false;  // also: only the forced packet goes out until that ACK
+  double _rto_undo_cwnd = 0;
+  uint64_t _rto_at_ns = 0;
 
   // Receiver.
   seq_t _peer_isn = 0;

@@ -38,6 +38,9 @@ class message {
   bool empty() const noexcept { return _size == 0; }
   std::span<const uint8_t> bytes() const noexcept { return {_data, _size}; }
   uint64_t tag() const noexcept { return _tag; }
+  /// How an adopted buffer is released (nullptr: heap storage) and its context.
+  release_fn releaser() const noexcept { return _release; }
+  void* release_ctx() const noexcept { return _ctx; }
   void set_tag(uint64_t t) noexcept { _tag = t; }
 
   /// Appends bytes, growing storage geometrically (reassembly). An adopted
