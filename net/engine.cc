@@ -408,7 +408,11 @@ void engine::rx_one(rte_mbuf* m) {
       }
       flow_tuple f = p.rx_flow();
       if (_port.mode() == rss_mode::software) {
-        unsigned owner = _group.owner_of(f);
+        // The owner shard by the software RSS model: one shard owns all;
+        // else remembered for the last flow (a burst is mostly one flow's).
+        if (_group._engines.size() > 1 && (!_rx_memo.valid || _rx_memo.flow != f))
+          _rx_memo = {f, uint16_t(_group.owner_of(f)), true};
+        unsigned owner = _group._engines.size() > 1 ? _rx_memo.queue : 0;
         if (owner != _shard && _group._handoff[owner]) {
           if (rte_ring_enqueue(_group._handoff[owner], m) == 0) {
             ++_c.handed_off;

@@ -8,26 +8,35 @@ namespace machnet::net::transport {
 
 namespace {
 
+// Big-endian fields at any alignment: one load or store and a byte swap each
+// (the byte loops were 7 % of a bulk receiver's cycles at -O2).
+static_assert(std::endian::native == std::endian::little);
 inline void put16(uint8_t* p, uint16_t v) noexcept {
-  p[0] = uint8_t(v >> 8);
-  p[1] = uint8_t(v);
+  v = __builtin_bswap16(v);
+  std::memcpy(p, &v, sizeof v);
 }
 inline void put32(uint8_t* p, uint32_t v) noexcept {
-  for (int i = 3; i >= 0; --i, v >>= 8) p[i] = uint8_t(v);
+  v = __builtin_bswap32(v);
+  std::memcpy(p, &v, sizeof v);
 }
 inline void put64(uint8_t* p, uint64_t v) noexcept {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = uint8_t(v);
+  v = __builtin_bswap64(v);
+  std::memcpy(p, &v, sizeof v);
 }
-inline uint16_t get16(const uint8_t* p) noexcept { return uint16_t(p[0] << 8 | p[1]); }
+inline uint16_t get16(const uint8_t* p) noexcept {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_bswap16(v);
+}
 inline uint32_t get32(const uint8_t* p) noexcept {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = v << 8 | p[i];
-  return v;
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_bswap32(v);
 }
 inline uint64_t get64(const uint8_t* p) noexcept {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = v << 8 | p[i];
-  return v;
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return __builtin_bswap64(v);
 }
 
 // Offsets (WIRE.md).

@@ -227,7 +227,7 @@ class engine final : public pollfn {
   bool _checksums;   // resolved udp_checksum policy (TX)
   bool _rx_trusted;  // !_checksums on a trusted link: RX skips UDP checksums
   bool _zero_copy_tx;
-  struct queue_memo {  // the RSS queue of the last flow looked up
+  struct queue_memo {  // the RSS queue (or owner shard) of the last flow looked up
     flow_tuple flow;
     uint16_t queue = 0;
     bool valid = false;
