@@ -54,6 +54,7 @@ endpoint::~endpoint() {
   _ack_list.clear();
   _graveyard.clear();
   _zombies.clear();
+  _memo_flow = nullptr;
   _flows.clear();
 }
 
@@ -66,8 +67,13 @@ seq_t endpoint::next_isn() {
 }
 
 flow* endpoint::find(const flow_tuple& t) noexcept {
+  // The last flow found: a burst is mostly one flow's packets.
+  if (_memo_flow && _memo_tuple == t) return _memo_flow;
   auto it = _flows.find(t);
-  return it == _flows.end() ? nullptr : it->second.get();
+  if (it == _flows.end()) return nullptr;
+  _memo_tuple = t;
+  _memo_flow = it->second.get();
+  return _memo_flow;
 }
 
 flow* endpoint::connect(const flow_tuple& t) {
@@ -185,6 +191,7 @@ bool endpoint::emit_ref(const flow_tuple& t, const header& h, message& m, std::s
 
 void endpoint::unlink(flow& f) noexcept {
   auto it = _flows.find(f._tuple);
+  if (_memo_flow == &f) _memo_flow = nullptr;
   if (it != _flows.end() && it->second.get() == &f) {
     _graveyard.push_back(std::move(it->second));
     _flows.erase(it);

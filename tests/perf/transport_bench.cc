@@ -182,8 +182,10 @@ task<int> bench(const po::variables_map& vm) {
     while (co.got < want && !co.failed) co_await yield{};
     double s = double(now_ns() - t0) / 1e9;
     double gbps = double(bulk_size) * bulk_count * 8 / s / 1e9;
-    fmt::print("bulk {} x {} B: {:.3f} s, {:.2f} Gbps goodput, {} retransmits, {} RTOs, cwnd {:.1f}\n",
-               bulk_count, bulk_size, s, gbps, f->stats().tx_retx, f->stats().rto, f->cwnd());
+    fmt::print("bulk {} x {} B: {:.3f} s, {:.2f} Gbps goodput, {} retransmits, {} RTOs, cwnd {:.1f}, "
+               "srtt {:.1f} us, min RTT {:.1f} us\n",
+               bulk_count, bulk_size, s, gbps, f->stats().tx_retx, f->stats().rto, f->cwnd(),
+               f->rtt().srtt_ns() / 1e3, f->rtt().min_rtt_ns() / 1e3);
     auto& c = eng_a.counters();
     fmt::print("engine A: tx {} dropped {} no-mbuf {}; port A tx-full {}; port B rx {}\n",
                c.tx_packets, c.tx_dropped, c.tx_no_mbuf, pa.stats(0).tx_full, pb.stats(0).rx_packets);

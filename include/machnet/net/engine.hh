@@ -233,6 +233,10 @@ class engine final : public pollfn {
     bool valid = false;
   };
   mutable queue_memo _tx_memo;
+  struct {  // deliver_udp's last flow and its handler (reset by every table change)
+    flow_tuple flow;
+    udp_handler* h = nullptr;
+  } _rx_handler_memo;
   queue_memo _rx_memo;
   reactor* _reactor;
   rte_mempool* _pool;

@@ -268,6 +268,12 @@ TEST_CASE("UDP checksums: automatic skips them on a shared-memory link unless co
     INFO(c.drops.str());
     CHECK(c.drops.total() == 0);
     CHECK(c.udp_no_handler == 1);  // accepted: the link cannot have damaged it
+    auto bad_ip = x.datagram(5556, 100);
+    bad_ip[ipv4_offset + 10] ^= 0x01;  // the IP header checksum
+    x.inject(bad_ip);
+    c = x.receive(1);
+    CHECK(c.drops.total() == 0);
+    CHECK(c.udp_no_handler == 1);
   }
   SECTION("on: computed and verified") {
     rx_bench x("rl6");
@@ -301,4 +307,45 @@ TEST_CASE("UDP checksums: automatic skips them on a shared-memory link unless co
   CHECK(parse_checksum_policy("automatic") == checksum_policy::automatic);
   CHECK(parse_checksum_policy("on") == checksum_policy::on);
   CHECK_THROWS_WITH(parse_checksum_policy("yes"), Catch::Contains("'yes'") && Catch::Contains("automatic|on|off"));
+}
+
+TEST_CASE("demux: the remembered last handler follows listen, attach, detach and unlisten") {
+  // Regression guard for deliver_udp's memo: a table change must take effect
+  // on the very next datagram of the same flow.
+  rx_bench x("rl9");
+  x.ga.emplace(x.pa, 1, x.cfg);
+  struct counting : udp_handler {
+    int n = 0;
+    void on_udp(engine&, rte_mbuf* m, const parse_result&) override {
+      ++n;
+      rte_pktmbuf_free(m);
+    }
+  } by_port, by_flow;
+  engine_counters c;
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(*x.ga, 0);
+    auto one = [&]() -> task<void> {  // one datagram of flow B:5555 -> A:9000
+      uint64_t before = e.counters().rx_packets;
+      x.inject(x.datagram(5555, 8));
+      for (int i = 0; i < 200 && e.counters().rx_packets == before; ++i) co_await sleep(1ms);
+    };
+    REQUIRE(e.listen(9000, &by_port));
+    co_await one();
+    co_await one();
+    CHECK(by_port.n == 2);
+    REQUIRE(e.attach(flow_tuple{ip_a, ip_b, 9000, 5555}, &by_flow));
+    co_await one();
+    CHECK(by_flow.n == 1);  // the flow's handler wins at once
+    e.detach(flow_tuple{ip_a, ip_b, 9000, 5555});
+    co_await one();
+    CHECK(by_port.n == 3);
+    e.unlisten(9000);
+    co_await one();
+    CHECK(by_port.n == 3);
+    CHECK(by_flow.n == 1);
+    c = e.counters();
+    co_return 0;
+  });
+  CHECK(c.udp_no_handler == 1);
 }

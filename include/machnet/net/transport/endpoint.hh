@@ -125,6 +125,8 @@ class endpoint {
   std::mt19937_64 _isn_rng;
   std::unordered_set<uint16_t> _listeners;
   std::unordered_map<flow_tuple, std::unique_ptr<flow>, flow_tuple_hash> _flows;
+  flow_tuple _memo_tuple;       // find()'s last hit (cleared when that flow leaves _flows)
+  flow* _memo_flow = nullptr;
   std::vector<std::unique_ptr<flow>> _zombies;    // closed, held messages not yet taken
   std::vector<std::unique_ptr<flow>> _graveyard;  // destroyed by the reaper
   std::vector<flow*> _ack_list;                   // flows with an ACK due at flush()
