@@ -138,7 +138,7 @@ const char* to_string(send_status s) noexcept;
 
 class engine final : public pollfn {
  public:
-  static constexpr uint16_t rx_burst_size = 32;
+  static constexpr uint16_t rx_burst_size = 64;
   static constexpr uint16_t tx_batch_size = 64;
 
   /// Serves shard `shard` of `group`; must be constructed on that shard (it
