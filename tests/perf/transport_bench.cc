@@ -118,6 +118,8 @@ task<int> bench(const po::variables_map& vm) {
     transport::transport_config tcb;
     tcb.min_rto_us = vm["min-rto-us"].as<uint64_t>();
     tcb.cc.base_target_us = vm["target-us"].as<double>();
+    tcb.window_pkts = vm["window"].as<unsigned>();
+    tcb.cc.max_cwnd = tcb.window_pkts;
     tb = std::make_unique<transport_shard>(*eng_b, so, tcb);
     tb->listen(7000);
   });
@@ -126,6 +128,8 @@ task<int> bench(const po::variables_map& vm) {
   transport::transport_config tc;
   tc.min_rto_us = vm["min-rto-us"].as<uint64_t>();
   tc.cc.base_target_us = vm["target-us"].as<double>();
+  tc.window_pkts = vm["window"].as<unsigned>();
+  tc.cc.max_cwnd = tc.window_pkts;
   auto ta_owner = std::make_unique<transport_shard>(eng_a, co, tc);
   transport_shard& ta = *ta_owner;
   flow* f = ta.connect(ip_b, 7000);
@@ -246,6 +250,8 @@ int main(int argc, char** argv) {
      "UDP checksums: automatic (off on memif) | on | off")
     ("target-us", po::value<double>()->default_value(transport::cc_params{}.base_target_us),
      "congestion control's base target delay of both ends")
+    ("window", po::value<unsigned>()->default_value(transport::transport_config{}.window_pkts),
+     "packets in flight per flow (both ends; ≤ 256)")
     ("no-zero-copy", "copy every payload into its packet (engine_config::zero_copy_tx off)")
     ("trace", "print flow state for exchanges slower than 100 us")
     ("json", po::value<std::string>(), "write results as JSON");
