@@ -140,14 +140,10 @@ void engine::detach(const flow_tuple& f) {
 uint8_t* engine::payload(rte_mbuf* m) noexcept { return mtod(m) + udp_payload_offset; }
 
 uint16_t engine::tx_queue_for(const flow_tuple& f) const noexcept {
-  // One queue: every packet goes there. Else the Toeplitz hash of the flow,
-  // remembered for the last flow (a burst is usually one flow's: a bulk
-  // sender hashed every packet, ~5 % of its cycles).
-  if (_port.mode() != rss_mode::emulated || _port.queues() == 1) return _queue;
-  if (!_tx_memo.valid || _tx_memo.flow != f) {
-    _tx_memo = {f, _port.rss().queue_of(f.local_ip, f.remote_ip, f.local_port, f.remote_port), true};
-  }
-  return _tx_memo.queue;
+  if (_port.mode() != rss_mode::emulated) return _queue;
+  return _tx_memo.get(f, [&] {
+    return _port.rss().queue_of(f.local_ip, f.remote_ip, f.local_port, f.remote_port);
+  });
 }
 
 rte_mbuf* engine::alloc_udp(const flow_tuple& f, uint16_t payload_len) {
@@ -187,12 +183,9 @@ rte_mbuf* engine::alloc_udp_ext(const flow_tuple& f, uint16_t head_len, const ui
   rte_pktmbuf_attach_extbuf(x, const_cast<uint8_t*>(ext), rte_iova_t(reinterpret_cast<uintptr_t>(ext)),
                             ext_len, shinfo);
   x->data_len = ext_len;
-  x->pkt_len = ext_len;
-  if (rte_pktmbuf_chain(m, x) != 0) {  // cannot happen with 2 segments
-    rte_pktmbuf_free(m);
-    rte_pktmbuf_free(x);
-    return nullptr;
-  }
+  m->next = x;
+  m->nb_segs = 2;
+  m->pkt_len += ext_len;
   return m;
 }
 
@@ -426,11 +419,7 @@ void engine::rx_one(rte_mbuf* m) {
       }
       flow_tuple f = p.rx_flow();
       if (_port.mode() == rss_mode::software) {
-        // The owner shard by the software RSS model: one shard owns all;
-        // else remembered for the last flow (a burst is mostly one flow's).
-        if (_group._engines.size() > 1 && (!_rx_memo.valid || _rx_memo.flow != f))
-          _rx_memo = {f, uint16_t(_group.owner_of(f)), true};
-        unsigned owner = _group._engines.size() > 1 ? _rx_memo.queue : 0;
+        unsigned owner = _rx_memo.get(f, [&] { return _group.owner_of(f); });
         if (owner != _shard && _group._handoff[owner]) {
           if (rte_ring_enqueue(_group._handoff[owner], m) == 0) {
             ++_c.handed_off;
@@ -441,9 +430,8 @@ void engine::rx_one(rte_mbuf* m) {
           }
           return;
         }
-      } else if (_port.queues() > 1) {
-        if (!_rx_memo.valid || _rx_memo.flow != f) _rx_memo = {f, _port.rss().rx_queue_of(f), true};
-        if (_rx_memo.queue != _queue) ++_c.rx_wrong_queue;
+      } else if (_rx_memo.get(f, [&] { return _port.rss().rx_queue_of(f); }) != _queue) {
+        ++_c.rx_wrong_queue;
       }
       deliver_udp(m, p);
       return;

@@ -113,11 +113,13 @@ std::vector<uint16_t> make_reta(uint16_t nb_queues, std::size_t reta_size) {
 
 rss_config::rss_config(rss_model model, const rss_key& key, std::vector<uint16_t> reta,
                        rss_fields fields)
-    : _model(model), _fields(fields), _key(key), _reta(std::move(reta)), _reta_mask(0) {
+    : _model(model), _fields(fields), _key(key), _reta(std::move(reta)), _reta_mask(0),
+      _one_queue(false) {
   if (_reta.empty() || !std::has_single_bit(_reta.size()))
     throw std::invalid_argument(
         fmt::format("rss_config: RETA size {} is not a power of two", _reta.size()));
   _reta_mask = static_cast<uint32_t>(_reta.size() - 1);
+  _one_queue = std::all_of(_reta.begin(), _reta.end(), [&](uint16_t q) { return q == _reta[0]; });
   // rte_convert_rss_key reads the key as 32-bit words: give it aligned ones.
   std::array<uint32_t, 10> words;
   std::memcpy(words.data(), _key.data(), _key.size());

@@ -91,11 +91,10 @@ void message::grow(std::size_t need) {
     d = checked_realloc(nullptr, cap);  // an adopted buffer becomes our own
   }
   if (_size) std::memcpy(d, _data, _size);
-  if (_release)
-    _release(_ctx, _data, _size);
-  else
-    std::free(_data);
+  const std::size_t size = _size;
+  reset();  // the old storage, whatever kind (keeps the tag)
   _data = d;
+  _size = size;
   _capacity = cap;
   _release = rel;
   _ctx = ctx;

@@ -75,9 +75,11 @@ class rss_config {
   /// The hash the device computes for a packet with these headers (host byte order).
   uint32_t hash(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t src_port,
                 uint16_t dst_port) const noexcept;
-  /// The RX queue such a packet lands on: `reta[hash & (reta_size - 1)]`.
+  /// The RX queue such a packet lands on: `reta[hash & (reta_size - 1)]`
+  /// (no hash when every RETA entry is the same queue).
   uint16_t queue_of(ipv4_addr src_ip, ipv4_addr dst_ip, uint16_t src_port,
                     uint16_t dst_port) const noexcept {
+    if (_one_queue) return _reta[0];
     return _reta[hash(src_ip, dst_ip, src_port, dst_port) & _reta_mask];
   }
   /// The RX queue of the packets we receive on `f` (src = remote, dst = local).
@@ -112,6 +114,7 @@ class rss_config {
   alignas(16) std::array<uint32_t, 10> _be_key{};
   std::vector<uint16_t> _reta;
   uint32_t _reta_mask;
+  bool _one_queue;  // every RETA entry names the same queue
 };
 
 /// Why a source port could not be chosen.
