@@ -21,7 +21,7 @@ std::size_t class_of(std::size_t n) noexcept;
 
 /// A buffer of `capacity` bytes (a class_of() value): an idle one if the
 /// cache has one, else a new anonymous mapping (whose first touch of each
-/// page faults: about a microsecond per 4 KiB in a VM, 2048 per 8 MiB).
+/// page faults: 2048 faults per 8 MiB).
 /// Throws std::bad_alloc.
 uint8_t* get(std::size_t capacity);
 
