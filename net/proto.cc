@@ -332,6 +332,33 @@ std::string drop_counters::str() const {
   return s.empty() ? "none" : s;
 }
 
+void udp_header_template::build(mac_addr src_mac, mac_addr dst_mac, ipv4_addr src_ip,
+                                ipv4_addr dst_ip, uint16_t src_port, uint16_t dst_port) noexcept {
+  static_assert(udp_headers_len == sizeof(_h));
+  build_udp(_h.data(), _h.size(), src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, 0, false);
+  // Length 0 and checksum 0 in the stored copy's IPv4 header: write() adds
+  // the real length to this sum.
+  std::memset(_h.data() + ipv4_offset + offsetof(rte_ipv4_hdr, total_length), 0, 2);
+  std::memset(_h.data() + ipv4_offset + offsetof(rte_ipv4_hdr, hdr_checksum), 0, 2);
+  _ip_sum = rte_raw_cksum(_h.data() + ipv4_offset, ipv4_hdr_len);
+}
+
+bool udp_header_template::write(uint8_t* frame, size_t payload_len) const noexcept {
+  if (payload_len > max_udp_payload) return false;
+  std::memcpy(frame, _h.data(), _h.size());
+  const auto udp_len = static_cast<uint16_t>(udp_hdr_len + payload_len);
+  const rte_be16_t total = rte_cpu_to_be_16(static_cast<uint16_t>(ipv4_hdr_len + udp_len));
+  uint32_t sum = _ip_sum + total;  // the same 16-bit words as rte_raw_cksum reads
+  sum = (sum & 0xffff) + (sum >> 16);
+  sum = (sum & 0xffff) + (sum >> 16);
+  const auto cksum = static_cast<rte_be16_t>(~sum & 0xffff);
+  const rte_be16_t ulen = rte_cpu_to_be_16(udp_len);
+  std::memcpy(frame + ipv4_offset + offsetof(rte_ipv4_hdr, total_length), &total, 2);
+  std::memcpy(frame + ipv4_offset + offsetof(rte_ipv4_hdr, hdr_checksum), &cksum, 2);
+  std::memcpy(frame + l4_offset + offsetof(rte_udp_hdr, dgram_len), &ulen, 2);
+  return true;
+}
+
 size_t build_udp(uint8_t* buf, size_t cap, mac_addr src_mac, mac_addr dst_mac, ipv4_addr src_ip,
                  ipv4_addr dst_ip, uint16_t src_port, uint16_t dst_port, size_t payload_len,
                  bool compute_l4_cksum, uint16_t ip_id) noexcept {

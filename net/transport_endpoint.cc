@@ -45,7 +45,7 @@ endpoint::endpoint(transport_env& env, transport_owner& owner, transport_config 
       _pool(max_payload),  // a peer may use any packet size up to the limit
       _isn_rng(seed_of(cfg.isn_seed)) {
   _cfg.mss = std::clamp<std::size_t>(_cfg.mss, 1, max_payload);
-  _cfg.window_pkts = std::clamp(_cfg.window_pkts, 1u, sack_bitmap::bits);
+  _cfg.window_pkts = std::clamp(_cfg.window_pkts, 1u, max_window_pkts);
   _reaper.set_callback([this] { reap(); });
 }
 

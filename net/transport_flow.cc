@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <bit>
+
 #include "machnet/net/transport/endpoint.hh"
 #include "machnet/net/transport/flow.hh"
 
@@ -48,14 +50,22 @@ const char* to_string(send_result r) noexcept {
   return "?";
 }
 
+unsigned flow::ring_for(unsigned window_pkts) noexcept {
+  return std::max(sack_bitmap::bits, std::bit_ceil(window_pkts));
+}
+
 flow::flow(endpoint& ep, const flow_tuple& t, bool connector)
     : _ep(ep),
       _cfg(ep._cfg),
       _tuple(t),
       _connector(connector),
       _state(connector ? flow_state::syn_sent : flow_state::syn_received),
+      _ring_mask(ring_for(ep._cfg.window_pkts) - 1),
+      _segs(_ring_mask + 1),
       _rtt(ep._cfg.initial_rto_us * 1000, ep._cfg.min_rto_us * 1000, ep._cfg.max_rto_us * 1000),
-      _cc(ep._cfg.cc) {
+      _cc(ep._cfg.cc),
+      _ooo(_ring_mask + 1),
+      _ooo_bits((_ring_mask + 1) / 64) {
   // Timer callbacks run from the wheel; the depth count keeps the endpoint
   // from destroying this flow while its code is on the stack.
   _rto_timer.set_callback([this] {
@@ -467,7 +477,7 @@ std::vector<message> flow::take_unacked() {
   _txq_bytes = 0;
   _tx_next_msg = 0;
   _tx_next_pkt = 0;
-  _segs.fill(segment{});
+  std::fill(_segs.begin(), _segs.end(), segment{});
   _pipe = _lost = 0;
   _have_sack = false;
   return v;

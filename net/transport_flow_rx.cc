@@ -1,6 +1,7 @@
 // transport_flow_rx: the receiving half of a flow — in-order reassembly with
 // out-of-order packets parked in pool chunks, delivery and back-pressure,
 // and coalesced ACKs carrying the SACK bitmap and the timestamp echo.
+#include <algorithm>
 #include <cstring>
 
 #include "machnet/net/transport/buffer_cache.hh"
@@ -28,12 +29,12 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
     return;
   }
   seq_t d = h.seqno - _rcv_nxt;
-  if (d >= ring) {
+  if (d > _ring_mask) {
     ++_stats.rx_beyond_window;
     want_ack(true);
     return;
   }
-  ooo_slot& slot = _ooo[h.seqno & (ring - 1)];
+  ooo_slot& slot = _ooo[h.seqno & _ring_mask];
   if (d > 0 && slot.present) {
     ++_stats.rx_dup;
     want_ack(true);
@@ -52,7 +53,7 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
     slot.len = uint16_t(payload.size());
     slot.flags = h.msg_flags;
     slot.present = true;
-    unsigned idx = h.seqno & (ring - 1);
+    unsigned idx = h.seqno & _ring_mask;
     _ooo_bits[idx / 64] |= uint64_t(1) << (idx % 64);
     ++_ooo_count;
     want_ack(true);
@@ -72,10 +73,10 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   ++_unacked;
   bool filled = false;
   while (_ooo_count) {
-    ooo_slot& s = _ooo[_rcv_nxt & (ring - 1)];
+    ooo_slot& s = _ooo[_rcv_nxt & _ring_mask];
     if (!s.present) break;
     uint8_t* buf = s.buf;
-    unsigned idx = _rcv_nxt & (ring - 1);
+    unsigned idx = _rcv_nxt & _ring_mask;
     _ooo_bits[idx / 64] &= ~(uint64_t(1) << (idx % 64));
     s.present = false;
     s.buf = nullptr;
@@ -90,6 +91,7 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   if (_state != flow_state::established && _state != flow_state::closing) return;
   if (_unacked >= _cfg.ack_every_pkts) {
     send_ack();
+    _ep._env.push_tx();
   } else if (filled || _ooo_count || last || _cfg.ack_delay_us == 0) {
     want_ack(true);  // at the end of this RX burst
   } else {
@@ -186,10 +188,12 @@ void flow::send_ack() {
   h.seqno = _snd_nxt;
   h.ackno = _rcv_nxt;
   if (_ooo_count) {
-    // Rotate the slot bitmap so that bit i is slot (rcv_nxt + i) % 256.
-    unsigned r = _rcv_nxt & (ring - 1), q = r / 64, b = r % 64;
+    // Rotate the slot bitmap so that bit i is slot (rcv_nxt + i) of the
+    // ring; its first 256 bits are what the header can carry.
+    const unsigned r = _rcv_nxt & _ring_mask, q = r / 64, b = r % 64;
+    const std::size_t words = _ooo_bits.size();
     for (unsigned k = 0; k < 4; ++k) {
-      uint64_t lo = _ooo_bits[(k + q) % 4], hi = _ooo_bits[(k + q + 1) % 4];
+      uint64_t lo = _ooo_bits[(k + q) % words], hi = _ooo_bits[(k + q + 1) % words];
       h.sack.w[k] = b ? (lo >> b) | (hi << (64 - b)) : lo;
     }
     h.sack.clear(0);
@@ -213,7 +217,7 @@ void flow::release_rx_buffers() noexcept {
       }
     }
     _ooo_count = 0;
-    _ooo_bits.fill(0);
+    std::fill(_ooo_bits.begin(), _ooo_bits.end(), 0);
   }
   _reasm.reset();
   _in_msg = false;

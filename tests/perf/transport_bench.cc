@@ -307,7 +307,7 @@ int main(int argc, char** argv) {
     ("target-us", po::value<double>()->default_value(transport::cc_params{}.base_target_us),
      "congestion control's base target delay of both ends")
     ("window", po::value<unsigned>()->default_value(transport::transport_config{}.window_pkts),
-     "packets in flight per flow (both ends; ≤ 256)")
+     "packets in flight per flow (both ends; ≤ 4096; the CC window is capped there too)")
     ("no-zero-copy", "copy every payload into its packet (engine_config::zero_copy_tx off)")
     ("floor-s", po::value<double>()->default_value(0),
      "seconds of raw 1514 B frames through the same ports before and after the bulk (0: none)")

@@ -218,6 +218,7 @@ class engine final : public pollfn {
   void send_arp_request(ipv4_addr target);
   void poll_arp();
   void finish_and_queue(rte_mbuf* m, const flow_tuple& f, mac_addr dst);
+  const udp_header_template& tx_headers(const flow_tuple& f);
 
   engine_group& _group;
   port& _port;
@@ -245,6 +246,17 @@ class engine final : public pollfn {
     udp_handler* h = nullptr;
   } _rx_handler_memo;
   queue_memo _rx_memo;
+  struct {  // the headers of the last flow alloc_udp* wrote for
+    flow_tuple flow;
+    udp_header_template hdr;
+    bool valid = false;
+  } _tx_hdr_memo;
+  struct {  // send()'s last ARP answer, trusted until the turn ends or ARP is handled
+    ipv4_addr ip;
+    mac_addr mac;
+    uint64_t turn = 0;
+  } _arp_memo;
+  uint64_t _turn = 1;  // poll() calls, for _arp_memo
   reactor* _reactor;
   rte_mempool* _pool;
   engine_counters _c;

@@ -16,6 +16,7 @@
 
 #include "machnet/net/engine.hh"
 #include "machnet/net/ring_link.hh"
+#include "machnet/runtime/clock.hh"
 #include "machnet/runtime/smp.hh"
 #include "machnet/runtime/when_all.hh"
 #include "echo_hosts.hh"
@@ -348,4 +349,48 @@ TEST_CASE("demux: the remembered last handler follows listen, attach, detach and
     co_return 0;
   });
   CHECK(c.udp_no_handler == 1);
+}
+
+TEST_CASE("a MAC learned from ARP in the middle of a burst is used by the very next send") {
+  // send() remembers the peer's MAC for the rest of the poll turn: the ARP
+  // reply handled between two datagrams of one burst must void it.
+  rx_bench x("rl10");
+  x.ga.emplace(x.pa, 1, x.cfg);
+  const mac_addr m1{{2, 0, 0, 0, 0, 0x21}}, m2{{2, 0, 0, 0, 0, 0x22}};
+  REQUIRE(x.ga->arp().learn(ip_b, m1, now_us()));
+  struct replier : udp_handler {
+    int n = 0;
+    void on_udp(engine& e, rte_mbuf* m, const parse_result&) override {
+      ++n;
+      rte_pktmbuf_free(m);
+      uint8_t b = uint8_t(n);
+      e.send_udp(flow_tuple{ip_a, ip_b, 9000, 5555}, &b, 1);
+    }
+  } h;
+  std::vector<uint8_t> arp(arp_frame_len);
+  REQUIRE(build_arp_reply(arp.data(), arp.size(), m2, ip_b, x.pa.mac(), ip_a) == arp_frame_len);
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(*x.ga, 0);
+    REQUIRE(e.listen(9000, &h));
+    // One burst: datagram, "B is at m2", datagram.
+    x.inject(x.datagram(5555, 8));
+    x.inject(arp);
+    x.inject(x.datagram(5555, 8));
+    for (int i = 0; i < 200 && h.n < 2; ++i) co_await sleep(1ms);
+    co_return 0;
+  });
+  REQUIRE(h.n == 2);
+  std::vector<mac_addr> dst;
+  void* o;
+  while (rte_ring_dequeue(x.link.rx_ring_b(0), &o) == 0) {
+    auto* m = static_cast<rte_mbuf*>(o);
+    mac_addr d;
+    std::memcpy(d.b.data(), rte_pktmbuf_mtod(m, uint8_t*), 6);
+    dst.push_back(d);
+    rte_pktmbuf_free(m);
+  }
+  REQUIRE(dst.size() == 2);
+  CHECK(dst[0] == m1);
+  CHECK(dst[1] == m2);
 }

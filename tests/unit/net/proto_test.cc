@@ -154,6 +154,37 @@ TEST_CASE("build_udp writes the expected header bytes") {
   CHECK(f == udp_frame(100, true));  // deterministic
 }
 
+TEST_CASE("udp_header_template writes build_udp's bytes for every payload length") {
+  // Addresses with carries in the checksum sum, and with none.
+  const struct {
+    ipv4_addr src, dst;
+    uint16_t sport, dport;
+  } flows[] = {{ipv4_addr{0x0a000002}, ipv4_addr{0x0a000001}, 40000, 5000},
+               {ipv4_addr{0xffffffff}, ipv4_addr{0xfffefdfc}, 65535, 65535},
+               {ipv4_addr{0}, ipv4_addr{0}, 0, 0},
+               {ipv4_addr{0xc0a80001}, ipv4_addr{0xc0a800c7}, 1, 2}};
+  for (const auto& fl : flows) {
+    udp_header_template t;
+    t.build(local_mac, peer_mac, fl.src, fl.dst, fl.sport, fl.dport);
+    std::size_t mismatches = 0;
+    for (std::size_t len = 0; len <= max_udp_payload; ++len) {
+      uint8_t want[udp_headers_len], got[udp_headers_len];
+      std::vector<uint8_t> full(udp_headers_len + len);
+      REQUIRE(build_udp(full.data(), full.size(), local_mac, peer_mac, fl.src, fl.dst, fl.sport,
+                        fl.dport, len, false) == udp_headers_len);
+      std::memcpy(want, full.data(), udp_headers_len);
+      REQUIRE(t.write(got, len));
+      mismatches += std::memcmp(want, got, udp_headers_len) != 0;
+    }
+    CHECK(mismatches == 0);
+  }
+  uint8_t f[udp_headers_len] = {};
+  udp_header_template t;
+  t.build(local_mac, peer_mac, ipv4_addr{1}, ipv4_addr{2}, 3, 4);
+  CHECK_FALSE(t.write(f, max_udp_payload + 1));
+  CHECK(std::all_of(std::begin(f), std::end(f), [](uint8_t b) { return b == 0; }));
+}
+
 TEST_CASE("IPv4 header checksum matches the textbook example") {
   // 4500 0073 0000 4000 4011 ---- c0a8 0001 c0a8 00c7 has checksum b861.
   bytes f(udp_headers_len + 0x73 - 28);

@@ -826,3 +826,20 @@ TEST_CASE("failure: a timed-out flow sends RST - a peer waiting for a reply lear
   CHECK(x.ra.errors[0].e == flow_error::peer_reset);
   (void)f;
 }
+
+TEST_CASE("an ACK due in the middle of an RX burst is pushed out at once", "[flow][ack]") {
+  // ack_every_pkts in-order packets within one burst: that ACK leaves before
+  // the rest of the burst is handled (push_tx), so the sender's window
+  // reopens while the receiver is still busy.
+  pair_fixture x;
+  x.cfg.mss = 100;
+  x.start();
+  flow* f = x.connect_and_warm_up();
+  x.b.rx_batch_ns = 1'000'000;  // everything arriving within 1 ms is one burst
+  const uint64_t pushes = x.b.pushes;
+  f->send(pattern(100 * 16, 7));  // 16 packets: exactly ack_every_pkts
+  x.run_us(3000);
+  REQUIRE(x.rb.received.size() == 6);
+  CHECK(x.b.pushes - pushes == 1);
+  CHECK(x.ra.acked_tags.size() == 6);
+}

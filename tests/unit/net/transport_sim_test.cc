@@ -2,6 +2,7 @@
 // links; every message must arrive exactly once, in order, intact — or come
 // back to its sender with an error. See docs/protocol.md "Simulation".
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -36,6 +37,7 @@ struct scenario {
   uint64_t deadline_ns = 600'000'000'000ull;  // virtual
   uint64_t outage_at_ns = 0, outage_ns = 0;   // both directions down
   bool stop_on_error = true;
+  bool track_in_flight = false;  // result::max_in_flight (scans flows per event)
 };
 
 // Per-stream outcome of a run, for the failure cases.
@@ -52,6 +54,7 @@ struct result {
   link_stats ab, ba;
   uint64_t checksum_drops = 0;
   uint64_t retx = 0, rto = 0, fast_retx = 0;
+  unsigned max_in_flight = 0;  // most packets of one flow in flight (track_in_flight)
 };
 
 result run_with(const scenario& sc, const std::function<void(message_gen&)>& tweak,
@@ -82,8 +85,13 @@ result run_with(const scenario& sc, const std::function<void(message_gen&)>& twe
   for (unsigned i = 0; i < sc.flows; ++i) app_a.open(ep_a, ip_a, ip_b, port_b, i);
   uint64_t expected = 2 * per_flow * sc.flows;
   uint64_t start = w.now_ns();
+  unsigned max_in_flight = 0;
   w.run(
       [&] {
+        if (sc.track_in_flight)
+          for (auto* app : {&app_a, &app_b})
+            for (auto& [t, s] : app->streams())
+              if (s.f) max_in_flight = std::max(max_in_flight, s.f->packets_in_flight());
         if (app_a.bad + app_b.bad > 0) return true;
         if (sc.stop_on_error && app_a.errors + app_b.errors > 0) return true;
         if (!sc.stop_on_error && app_a.errors + app_b.errors == 2 * sc.flows) return true;
@@ -103,6 +111,7 @@ result run_with(const scenario& sc, const std::function<void(message_gen&)>& twe
         r.error_kinds += " flow " + std::to_string(s.id) + ": " + to_string(s.error) + " (" +
                          std::to_string(s.returned.size()) + " returned);";
   r.virtual_ns = w.now_ns() - start;
+  r.max_in_flight = max_in_flight;
   r.events = w.events();
   r.ab = ab->stats();
   r.ba = ba->stats();
@@ -207,6 +216,32 @@ TEST_CASE("sim: messages up to 8 MiB under loss and reorder", "[sim]") {
     };
   });
   check(sc, r);
+}
+
+TEST_CASE("sim: a window beyond the SACK bitmap's reach under loss and reorder", "[sim]") {
+  // 1024 packets in flight where the bitmap reports only 256 past the
+  // cumulative ACK: a 40 us path at 100 Gbps holds ~350 packets.
+  scenario sc;
+  sc.seed = 9;
+  sc.flows = 2;
+  sc.messages = 8;
+  sc.cfg.window_pkts = 1024;
+  sc.cfg.fixed_isn = 0xfffff000u;  // and across the wrap of 2^32
+  sc.cfg.cc.max_cwnd = 1024;
+  sc.cfg.cc.init_cwnd = 512;
+  sc.link.delay_ns = 20'000;
+  sc.link.bandwidth_bps = 100e9;
+  sc.link.loss = 0.01;
+  sc.link.reorder = 0.01;
+  sc.link.jitter_ns = 1'000;
+  sc.track_in_flight = true;
+  auto r = run_with(sc, [](message_gen& g) {
+    g.size_of = [](uint64_t) -> std::size_t { return max_message_size; };
+  });
+  WARN(describe(sc, r) << ", most in flight " << r.max_in_flight);
+  check(sc, r);
+  CHECK(r.max_in_flight > 256);
+  CHECK(r.max_in_flight <= 1024);
 }
 
 TEST_CASE("sim: sequence numbers wrap around 2^32 under loss", "[sim]") {

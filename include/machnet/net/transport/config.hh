@@ -37,18 +37,23 @@ struct cc_params {
   /// Largest decrease factor per event; decreases happen at most once per RTT.
   double max_mdf = 0.5;
   double min_cwnd = 0.01;
-  /// Capped by the window the 256-bit SACK bitmap can describe.
+  /// Packets; the flow's window_pkts caps what is in flight anyway.
   double max_cwnd = 256.0;
   double init_cwnd = 16.0;
   /// Consecutive RTOs after which the window drops to min_cwnd.
   unsigned retx_reset_threshold = 3;
 };
 
+/// The largest transport_config::window_pkts (the rest is clamped).
+inline constexpr unsigned max_window_pkts = 4096;
+
 /// Transport tunables (per endpoint; every flow of the endpoint uses them).
 struct transport_config {
   /// Payload bytes per DATA packet (≤ max_payload; smaller values are for tests).
   std::size_t mss = max_payload;
-  /// Packets in flight per flow, ≤ 256 (the SACK bitmap's reach).
+  /// Packets in flight per flow, ≤ max_window_pkts; also what the receiver
+  /// holds out of order. Beyond 256 (the SACK bitmap's reach) only the first
+  /// 256 packets past the cumulative ACK can be acknowledged selectively.
   unsigned window_pkts = 256;
 
   // --- Timers (µs) ---

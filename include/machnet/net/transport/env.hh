@@ -50,6 +50,11 @@ class transport_env {
                                 std::size_t /*off*/, std::size_t /*len*/, tx_handle& /*h*/) {
     return nullptr;
   }
+  /// Sends what transmit() queued so far now rather than at the end of the
+  /// turn: an ACK due in the middle of a long RX burst leaves at once, so the
+  /// sender's window reopens while this side still works through the burst.
+  /// Default: nothing (an env that sends at transmit()).
+  virtual void push_tx() {}
   /// When the shard last started draining its RX queue (now_ns() clock). A
   /// loss timer (RTO, tail probe) that falls due while the shard is busy —
   /// sending a window takes a while — would find the peer's ACKs still in

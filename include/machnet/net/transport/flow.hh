@@ -134,7 +134,11 @@ class flow {
     uint8_t flags = 0;
     bool present = false;
   };
-  static constexpr unsigned ring = sack_bitmap::bits;  // 256
+  /// Slots of the sender's segment ring and the receiver's out-of-order
+  /// ring: window_pkts rounded up to a power of two, at least the SACK
+  /// bitmap's 256 (a window beyond it works; only the first 256 packets past
+  /// the cumulative ACK can be reported selectively).
+  static unsigned ring_for(unsigned window_pkts) noexcept;
   static constexpr uint8_t seg_sacked = 1, seg_lost = 2;
 
   flow(endpoint& ep, const flow_tuple& t, bool connector);
@@ -161,7 +165,7 @@ class flow {
 
   // --- transport_flow_tx.cc: sender ---
   void try_send();
-  bool transmit_segment(seq_t s, bool retx);
+  bool transmit_segment(seq_t s, bool retx, uint64_t now);
   /// Builds and emits DATA packet `s` (no window accounting).
   bool emit_segment(seq_t s, uint64_t now);
   void on_ack(const header& h);
@@ -172,7 +176,7 @@ class flow {
   void maybe_send_rst();
   void maybe_writable();
   std::vector<message> take_unacked();
-  segment& seg(seq_t s) noexcept { return _segs[s & (ring - 1)]; }
+  segment& seg(seq_t s) noexcept { return _segs[s & _ring_mask]; }
   bool has_new_data() const noexcept { return _tx_next_msg < _txq.size(); }
 
   // --- transport_flow_rx.cc: receiver ---
@@ -204,7 +208,8 @@ class flow {
   std::size_t _txq_bytes = 0;
   bool _want_writable = false;
   bool _close_requested = false;  // close() before the handshake completed
-  std::array<segment, ring> _segs{};
+  const unsigned _ring_mask;     // ring_for(window_pkts) - 1
+  std::vector<segment> _segs;    // by seq & _ring_mask
   unsigned _pipe = 0;  // sent, not sacked, not lost
   unsigned _lost = 0;  // marked lost, awaiting retransmission
   uint64_t _tx_order = 0;
@@ -232,8 +237,8 @@ class flow {
   // Receiver.
   seq_t _peer_isn = 0;
   seq_t _rcv_nxt = 0;
-  std::array<ooo_slot, ring> _ooo{};
-  std::array<uint64_t, 4> _ooo_bits{};  // slot (seq % 256) present
+  std::vector<ooo_slot> _ooo;         // by seq & _ring_mask
+  std::vector<uint64_t> _ooo_bits;    // bit (seq & _ring_mask): slot present
   unsigned _ooo_count = 0;
   message _reasm;
   bool _in_msg = false;

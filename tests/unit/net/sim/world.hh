@@ -86,6 +86,8 @@ class host final : public transport_env {
   void transmit(const flow_tuple& t, tx_handle& h) override;
   /// Now if nothing waits in the RX queue, else when it was last drained.
   uint64_t rx_polled_ns() override;
+  /// Packets leave at transmit() here: only counted.
+  void push_tx() override { ++pushes; }
   /// The host is busy until `t_ns` (e.g. sending a window): arriving packets
   /// wait in its RX queue until then; its timers still run.
   void pause_rx_until(uint64_t t_ns) { _rx_paused_until = t_ns; }
@@ -105,6 +107,7 @@ class host final : public transport_env {
   /// (then flush()); 0 batches only simultaneous arrivals.
   uint64_t rx_batch_ns = 0;
   uint64_t checksum_drops = 0;
+  uint64_t pushes = 0;  // push_tx() calls
   /// Off: corrupted packets reach the transport (tests its validation).
   bool verify_checksum = true;
 
