@@ -138,6 +138,8 @@ void port::configure(const port_config& cfg) {
   _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
   _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
   _caps.tx_copies_segments = _tx_needs_link;
+  _caps.tx_syscall = _caps.driver.find("af_packet") != std::string::npos ||
+                     _caps.driver.find("af_xdp") != std::string::npos;
   _caps.max_rx_queues = info.max_rx_queues;
   _caps.max_tx_queues = info.max_tx_queues;
   _caps.rx_ipv4_cksum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;

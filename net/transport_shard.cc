@@ -100,7 +100,7 @@ timer_wheel& transport_shard::wheel() { return reactor::local().timers(); }
 
 uint64_t transport_shard::rx_polled_ns() { return _engine.rx_polled_ns(); }
 
-void transport_shard::push_tx() { _engine.flush(); }
+void transport_shard::push_tx() { _engine.flush_early(); }
 
 uint8_t* transport_shard::alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) {
   rte_mbuf* m = _engine.alloc_udp(t, uint16_t(len));

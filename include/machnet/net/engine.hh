@@ -178,6 +178,11 @@ class engine final : public pollfn {
   send_status send_udp(const flow_tuple& f, const void* data, uint16_t len);
   /// Pushes the TX batches to the device (the poller does this every turn).
   void flush();
+  /// flush() now unless a device call costs a system call (then the end of
+  /// the turn does it): an ACK in the middle of a long RX burst.
+  void flush_early() {
+    if (!_port.caps().tx_syscall) flush();
+  }
   /// Asks for h->on_burst_end() once after the current RX burst.
   void at_burst_end(udp_handler* h);
 

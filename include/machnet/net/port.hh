@@ -110,6 +110,9 @@ struct port_caps {
   /// tx_burst (memif): a payload segment may point at any memory (zero-copy
   /// TX, engine::alloc_udp_ext), nothing DMAs from it later.
   bool tx_copies_segments = false;
+  /// tx_burst enters the kernel (af_packet, af_xdp): a call costs
+  /// microseconds, so the engine sends once per turn, never early.
+  bool tx_syscall = false;
   uint16_t reta_size = 0;
   uint8_t key_size = 0;
   bool key_programmed = false, key_read_back = false;

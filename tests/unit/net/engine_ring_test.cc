@@ -394,3 +394,23 @@ TEST_CASE("a MAC learned from ARP in the middle of a burst is used by the very n
   CHECK(dst[0] == m1);
   CHECK(dst[1] == m2);
 }
+
+TEST_CASE("flush_early sends the TX batch at once where a device call is cheap") {
+  rx_bench x("rl11");
+  x.ga.emplace(x.pa, 1, x.cfg);
+  REQUIRE(x.ga->arp().set_static(ip_b, mac_addr{{2, 0, 0, 0, 0, 2}}));
+  CHECK_FALSE(x.pa.caps().tx_syscall);
+  unsigned before = 0, after = 0;
+  smp s{std::vector<reactor_config>(1)};
+  s.run([&]() -> task<int> {
+    engine e(*x.ga, 0);
+    uint8_t b = 1;
+    REQUIRE(e.send_udp(flow_tuple{ip_a, ip_b, 9000, 5555}, &b, 1) == send_status::queued);
+    before = rte_ring_count(x.link.rx_ring_b(0));  // batched until the turn ends
+    e.flush_early();
+    after = rte_ring_count(x.link.rx_ring_b(0));
+    co_return 0;
+  });
+  CHECK(before == 0);
+  CHECK(after == 1);
+}
