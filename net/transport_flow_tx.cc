@@ -65,6 +65,9 @@ void flow::try_send() {
     // stamps of a burst lag their departure by a few packets' send time.
     if (sent++ && (sent & 7) == 0) now = now_ns();
     transmit_segment(s, retx, now);
+    // Hand a long run to the device in pieces: the peer starts on the first
+    // packets while this side still builds (and copies) the rest.
+    if (_cfg.tx_push_pkts && sent % _cfg.tx_push_pkts == 0) _ep._env.push_tx();
     uint64_t gap = _cc.pacing_gap_ns(_rtt.srtt_or(_cfg.initial_rto_us * 1000));
     if (gap) _next_send_ns = now + gap;
     _force_one = false;

@@ -178,8 +178,8 @@ task<int> bench(const po::variables_map& vm) {
 
   const bool trace = vm.count("trace") != 0;
   std::string json = fmt::format("{{\"link\":\"{}\",\"loss\":{}", link, loss);
-  // Window-1 latency for 64 B and 1 KB.
-  for (std::size_t size : {std::size_t(64), std::size_t(1024)}) {
+  // Window-1 latency per --sizes (default 64 B and 1 KB).
+  for (std::size_t size : vm["sizes"].as<std::vector<std::size_t>>()) {
     std::vector<double> rtt;
     std::vector<uint8_t> buf(size, 0x5a);
     for (unsigned i = 0; i < samples + samples / 10 && !co.failed; ++i) {
@@ -200,8 +200,8 @@ task<int> bench(const po::variables_map& vm) {
     }
     double p50 = pct(rtt, 0.5), p99 = pct(rtt, 0.99), p999 = pct(rtt, 0.999), mx = rtt.empty() ? 0 : rtt.back();
     fmt::print("window-1 {:5} B: p50 {:7.2f} us  p99 {:7.2f} us  p99.9 {:7.2f} us  max {:8.2f} us  ({} samples, loss {}; "
-               "A's RTOs so far {}, tail probes {})\n",
-               size, p50, p99, p999, mx, rtt.size(), loss, f->stats().rto, f->stats().tail_probes);
+               "A's RTOs so far {}, tail probes {}, cwnd {:.1f})\n",
+               size, p50, p99, p999, mx, rtt.size(), loss, f->stats().rto, f->stats().tail_probes, f->cwnd());
     json += fmt::format(",\"rtt_{}\":{{\"p50\":{:.3f},\"p99\":{:.3f},\"p999\":{:.3f},\"max\":{:.3f}}}",
                         size, p50, p99, p999, mx);
   }
@@ -298,6 +298,8 @@ int main(int argc, char** argv) {
     ("loss", po::value<double>()->default_value(0), "injected RX loss per port (0..1)")
     ("loss-side", po::value<std::string>()->default_value("both"), "a | b | both: which host's RX drops")
     ("samples", po::value<unsigned>()->default_value(20000), "window-1 exchanges per size")
+    ("sizes", po::value<std::vector<std::size_t>>()->multitoken()->default_value({64, 1024}, "64 1024"),
+     "message sizes of the window-1 exchanges (echoed in full)")
     ("bulk-size", po::value<std::size_t>()->default_value(8 << 20), "bulk message size")
     ("bulk-count", po::value<unsigned>()->default_value(20), "bulk messages")
     ("min-rto-us", po::value<uint64_t>()->default_value(transport::transport_config{}.min_rto_us),

@@ -843,3 +843,20 @@ TEST_CASE("an ACK due in the middle of an RX burst is pushed out at once", "[flo
   CHECK(x.b.pushes - pushes == 1);
   CHECK(x.ra.acked_tags.size() == 6);
 }
+
+TEST_CASE("a run of DATA packets is pushed to the device every tx_push_pkts", "[flow][tx]") {
+  for (unsigned every : {8u, 0u}) {
+    CAPTURE(every);
+    pair_fixture x;
+    x.cfg.mss = 100;
+    x.cfg.tx_push_pkts = every;
+    x.start();
+    flow* f = x.connect_and_warm_up();
+    REQUIRE(f->cwnd() >= 16);
+    const uint64_t pushes = x.a.pushes;
+    f->send(pattern(100 * 16, 9));  // 16 packets in one try_send
+    x.run_us(3000);
+    REQUIRE(x.rb.received.size() == 6);
+    CHECK(x.a.pushes - pushes == (every ? 2u : 0u));
+  }
+}
