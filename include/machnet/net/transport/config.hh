@@ -54,6 +54,7 @@ struct transport_config {
   /// Packets in flight per flow, ≤ max_window_pkts; also what the receiver
   /// holds out of order. Beyond 256 (the SACK bitmap's reach) only the first
   /// 256 packets past the cumulative ACK can be acknowledged selectively.
+  /// The congestion window is capped by cc.max_cwnd too: raise both.
   unsigned window_pkts = 256;
   /// A flow sending a run of packets pushes every this many to the device at
   /// once (transport_env::push_tx) instead of leaving them in the turn's TX
