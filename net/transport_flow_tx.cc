@@ -63,8 +63,9 @@ void flow::try_send() {
     }
     // One clock read per 8 packets (a read costs ~12 ns on this VM): the
     // stamps of a burst lag their departure by a few packets' send time.
-    if (sent++ && (sent & 7) == 0) now = now_ns();
+    if (sent && sent % 8 == 0) now = now_ns();
     transmit_segment(s, retx, now);
+    ++sent;
     // Hand a long run to the device in pieces: the peer starts on the first
     // packets while this side still builds (and copies) the rest.
     if (_cfg.tx_push_pkts && sent % _cfg.tx_push_pkts == 0) _ep._env.push_tx();
