@@ -21,6 +21,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "machnet/net/dp_guard.hh"
 #include "machnet/runtime/log.hh"
 
 namespace machnet::net {
@@ -136,6 +137,7 @@ void port::configure(const port_config& cfg) {
   if (int rc = rte_eth_dev_info_get(_id, &info); rc != 0) fail(_device, "rte_eth_dev_info_get", rc);
   _caps.driver = info.driver_name ? info.driver_name : "?";
   _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
+  _guard_dp = _tx_needs_link;  // a peer's hang-up unmaps the rings (dp_guard)
   _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
   _caps.tx_copies_segments = _tx_needs_link;
   _caps.tx_syscall = _caps.driver.find("af_packet") != std::string::npos ||
@@ -317,8 +319,8 @@ void port::program_rss(const port_config& cfg) {
 port::~port() {
   if (_tx_needs_link && _close_linger_ms) {
     // Nobody polls this port any more; give the peer the chance to close
-    // first, so that it is not inside rx_burst when our hang-up unmaps its
-    // rings (docs/net.md: memif shutdown).
+    // first, so that a peer without dp_guard is not inside rx_burst when our
+    // hang-up unmaps its rings (docs/net.md: memif shutdown).
     for (unsigned ms = 0; ms < _close_linger_ms && link_up(); ++ms) ::usleep(1000);
   }
   rte_eth_dev_stop(_id);
@@ -363,7 +365,11 @@ uint16_t port::inject_faults(queue_state& q, rte_mbuf** pkts, uint16_t n, double
 }
 
 uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
-  uint16_t got = rte_eth_rx_burst(_id, queue, pkts, n);
+  uint16_t got;
+  {
+    dp_guard::section g(_guard_dp);
+    got = rte_eth_rx_burst(_id, queue, pkts, n);
+  }
   if (got && (_faults.rx_drop > 0 || _faults.rx_corrupt > 0))
     got = inject_faults(_qstats[queue], pkts, got, _faults.rx_drop, _faults.rx_corrupt);
   if (got) {
@@ -375,6 +381,7 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 }
 
 uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
+  dp_guard::section g(_guard_dp);
   auto& q = _qstats[queue];
   if (_tx_needs_link && n && !link_up()) {
     // The peer is gone: the packets are lost, like on an unplugged wire.

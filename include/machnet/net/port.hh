@@ -91,8 +91,9 @@ struct port_config {
   /// memif: closing waits at most this long for the peer to close first.
   /// DPDK 22.11's memif PMD unmaps the shared rings in its interrupt thread
   /// when the peer hangs up, while that side's data path may be inside
-  /// rx_burst (a SIGSEGV): so both sides stop polling, then the first to
-  /// close is the one that waited longest (docs/net.md). 0: close at once.
+  /// rx_burst (a SIGSEGV). Our own processes are guarded (dp_guard); a peer
+  /// that is another DPDK app is not: so the first to close is the one that
+  /// waited longest (docs/net.md). 0: close at once.
   unsigned close_linger_ms = 200;
 };
 
@@ -182,6 +183,7 @@ class port {
   // memif (DPDK 22.11) unmaps the peer's rings in its interrupt thread when
   // the peer goes away; transmitting then crashes. Check the link first.
   bool _tx_needs_link = false;
+  bool _guard_dp = false;  // burst calls marked for dp_guard (memif)
   unsigned _close_linger_ms = 0;
   fault_config _faults;
   struct alignas(64) queue_state {
