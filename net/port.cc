@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -28,25 +29,37 @@ namespace machnet::net {
 
 namespace {
 std::atomic<unsigned> g_pool_seq{0};
+// How long a memif client that reached its server waits for the handshake
+// before it dials again.
+constexpr uint64_t handshake_grace_us = 2'000'000;
 
 std::string device_name(const std::string& device) { return device.substr(0, device.find(',')); }
+
+// The value of `key` in a device string's arguments ("" if absent).
+std::string device_arg(const std::string& device, const std::string& key) {
+  std::size_t pos = device.find(',');
+  while (pos != std::string::npos) {
+    std::size_t next = device.find(',', pos + 1);
+    std::string kv = device.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+    if (kv.size() > key.size() && kv.compare(0, key.size(), key) == 0 && kv[key.size()] == '=')
+      return kv.substr(key.size() + 1);
+    pos = next;
+  }
+  return {};
+}
+
+bool is_memif_client(const std::string& device) {
+  return device.rfind("net_memif", 0) == 0 && device_arg(device, "role") == "client";
+}
 
 // A memif server whose previous process died leaves its socket file behind
 // and the PMD refuses to bind. Remove it when nobody answers on it (a live
 // server keeps it: the probe then fails as it should).
 void remove_stale_memif_socket(const std::string& device) {
   if (device.rfind("net_memif", 0) != 0) return;
-  std::string path;
-  bool server = true, abstract = true;
-  std::size_t pos = device.find(',');
-  while (pos != std::string::npos) {
-    std::size_t next = device.find(',', pos + 1);
-    std::string kv = device.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
-    if (kv.rfind("socket=", 0) == 0) path = kv.substr(7);
-    else if (kv == "role=client") server = false;
-    else if (kv == "socket-abstract=no") abstract = false;
-    pos = next;
-  }
+  const std::string path = device_arg(device, "socket");
+  const bool server = device_arg(device, "role") != "client";
+  const bool abstract = device_arg(device, "socket-abstract") != "no";
   if (!server || abstract || path.empty() || path.size() >= sizeof(sockaddr_un::sun_path)) return;
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return;
@@ -138,6 +151,7 @@ void port::configure(const port_config& cfg) {
   _caps.driver = info.driver_name ? info.driver_name : "?";
   _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
   _guard_dp = _tx_needs_link;  // a peer's hang-up unmaps the rings (dp_guard)
+  _redial_ms = is_memif_client(_device) ? cfg.redial_ms : 0;
   _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
   _caps.tx_copies_segments = _tx_needs_link;
   _caps.tx_syscall = _caps.driver.find("af_packet") != std::string::npos ||
@@ -243,7 +257,18 @@ void port::configure(const port_config& cfg) {
     if (int rc = rte_eth_tx_queue_setup(_id, q, txd, socket, &txc); rc != 0)
       fail(_device, fmt::format("tx queue {} setup", q), rc);
   }
-  if (int rc = rte_eth_dev_start(_id); rc != 0) fail(_device, "rte_eth_dev_start", rc);
+  if (int rc = rte_eth_dev_start(_id); rc == 0) {
+    _started = true;
+  } else if (_redial_ms) {
+    // A memif client whose server is not up yet: dial again later.
+    _paused.store(true);
+    _dial_warned = true;
+    _caps.notes.push_back(fmt::format("memif server not reachable yet: dialing every {} ms", _redial_ms));
+    log::warn("port {}: memif server not reachable yet; dialing again every {} ms", device_name(_device),
+              _redial_ms);
+  } else {
+    fail(_device, "rte_eth_dev_start", rc);
+  }
   if (cfg.promiscuous && rte_eth_promiscuous_enable(_id) != 0)
     _caps.notes.push_back("promiscuous mode not supported");
   rte_ether_addr ea;
@@ -368,6 +393,7 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   uint16_t got;
   {
     dp_guard::section g(_guard_dp);
+    if (_paused.load(std::memory_order_relaxed)) return 0;
     got = rte_eth_rx_burst(_id, queue, pkts, n);
   }
   if (got && (_faults.rx_drop > 0 || _faults.rx_corrupt > 0))
@@ -383,7 +409,7 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   dp_guard::section g(_guard_dp);
   auto& q = _qstats[queue];
-  if (_tx_needs_link && n && !link_up()) {
+  if (_tx_needs_link && n && (_paused.load(std::memory_order_relaxed) || !link_up())) {
     // The peer is gone: the packets are lost, like on an unplugged wire.
     q.s.tx_full += 1;
     for (uint16_t i = 0; i < n; ++i) rte_pktmbuf_free(pkts[i]);
@@ -408,6 +434,47 @@ uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   if (sent < n) ++q.s.tx_full;
   if (_shared_tx) rte_spinlock_unlock(&q.tx_lock);
   return sent;
+}
+
+void port::maintain(uint64_t now_us) noexcept {
+  if (!_redial_ms || now_us - _checked_us < 10'000) return;
+  _checked_us = now_us;
+  if (_started && link_up()) {
+    _down_since_us = 0;
+    return;
+  }
+  if (!_down_since_us) _down_since_us = now_us;
+  // After a dial that reached the server, the memif handshake runs in the
+  // interrupt thread: give it time (a loaded VM took over 50 ms; dialing
+  // again aborted it, over and over).
+  const uint64_t every = uint64_t(_redial_ms) * 1000;
+  const uint64_t wait = _started ? std::max<uint64_t>(every, handshake_grace_us) : every;
+  if (now_us - _down_since_us < every || (_dialed_us && now_us - _dialed_us < wait)) return;
+  _dialed_us = now_us;
+  redial();
+}
+
+void port::redial() noexcept {
+  // Keep every queue's burst calls out, and wait for those inside: stopping
+  // the device swaps its burst functions for stubs and unmaps the rings.
+  _paused.store(true, std::memory_order_seq_cst);
+  dp_guard::wait_quiescent();
+  if (_started) {
+    rte_eth_dev_stop(_id);
+    _started = false;
+  }
+  if (rte_eth_dev_start(_id) != 0) {
+    if (!_dial_warned)
+      log::warn("port {}: memif link down and the server not reachable; dialing again every {} ms",
+                device_name(_device), _redial_ms);
+    _dial_warned = true;
+    return;  // still paused: the device is stopped
+  }
+  _started = true;
+  _dial_warned = false;
+  ++_redials;
+  _paused.store(false, std::memory_order_release);
+  log::info("port {}: memif link was down: dialed the server again", device_name(_device));
 }
 
 bool port::link_up() const noexcept {

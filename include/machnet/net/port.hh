@@ -5,6 +5,7 @@
 
 #include <rte_spinlock.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -95,6 +96,11 @@ struct port_config {
   /// that is another DPDK app is not: so the first to close is the one that
   /// waited longest (docs/net.md). 0: close at once.
   unsigned close_linger_ms = 200;
+  /// memif client: while the link is down — the server restarted, or was not
+  /// up yet when this port started — dial it again this often (maintain();
+  /// DPDK 22.11's PMD never redials by itself). 0: never, and a server that
+  /// is not up at start is an error.
+  unsigned redial_ms = 500;
 };
 
 /// What the device reported and what we managed to set.
@@ -163,6 +169,15 @@ class port {
   /// Whether the link is up (memif and vhost connect asynchronously).
   bool link_up() const noexcept;
 
+  /// Upkeep, from one thread now and then (the engine of queue 0 calls it
+  /// every poll; it looks at the link at most every 10 ms): a memif client
+  /// whose link has been down for redial_ms dials the server again. While it
+  /// does, burst calls on every queue return nothing (and drop what they
+  /// were given, as a down link does). `now_us`: the runtime clock.
+  void maintain(uint64_t now_us) noexcept;
+  /// Successful redials so far.
+  uint64_t redials() const noexcept { return _redials; }
+
   /// The start-up report: device, queues, offloads, RSS programmed or not.
   std::string describe() const;
 
@@ -184,6 +199,15 @@ class port {
   // the peer goes away; transmitting then crashes. Check the link first.
   bool _tx_needs_link = false;
   bool _guard_dp = false;  // burst calls marked for dp_guard (memif)
+  // Redialing (memif client): the device is stopped and started again while
+  // _paused keeps every burst call out of it (checked inside the dp_guard
+  // section, so waiting for the sections drains them).
+  void redial() noexcept;
+  unsigned _redial_ms = 0;
+  bool _started = false;
+  bool _dial_warned = false;
+  std::atomic<bool> _paused{false};
+  uint64_t _checked_us = 0, _down_since_us = 0, _dialed_us = 0, _redials = 0;
   unsigned _close_linger_ms = 0;
   fault_config _faults;
   struct alignas(64) queue_state {

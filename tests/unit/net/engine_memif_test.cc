@@ -97,7 +97,7 @@ TEST_CASE("two processes over memif, 2 queues x 2 shards, emulated RSS: packets 
     }
   } guard{child};
 
-  // The memif server must exist before the client connects.
+  // Wait for the server: a client started first dials again only every redial_ms.
   struct stat sb;
   for (int i = 0; i < 500 && ::stat(sock.c_str(), &sb) != 0; ++i) std::this_thread::sleep_for(10ms);
   REQUIRE(::stat(sock.c_str(), &sb) == 0);
