@@ -1,6 +1,7 @@
 // e2e: two machnetd processes over memif with apps on libmachnet on both —
 // messages of every size, two apps on one sidecar, apps killed mid-traffic,
-// a hostile app writing garbage into its channel, machnetd restarted.
+// a hostile app writing garbage into its channel, machnetd restarted (either
+// end of the memif link).
 #include <catch2/catch.hpp>
 
 #include <errno.h>
@@ -470,8 +471,8 @@ TEST_CASE("a hostile app's garbage hurts only itself") {
 }
 
 TEST_CASE("an app outlives a machnetd restart: errors, then it reattaches") {
-  // The app sits on B, the memif client: a restarted client reconnects to the
-  // server (a memif client of DPDK 22.11 does not redial a restarted server).
+  // The app sits on B, the memif client: a restarted client dials the server
+  // at start (the server's restart is the next test case).
   two_hosts h;
   pid_t echo = spawn_echo(h.a.socket(), two_hosts::ip_a, 9005);
   use_sidecar(h.b.socket());
@@ -508,6 +509,47 @@ TEST_CASE("an app outlives a machnetd restart: errors, then it reattaches") {
   REQUIRE(machnet_send(ch2, f2, "quit", 4) == 0);
   CHECK(wait_child(echo) == 0);
   machnet_detach(ch2);
+}
+
+TEST_CASE("the memif server's machnetd killed mid-traffic and restarted: its peer lives on and dials it again") {
+  // The app sits on B, the memif client. Killing A (the server) used to crash
+  // B now and then (the PMD unmapped the rings under a polling shard), and B
+  // never dialed the restarted A again (docs/net.md: dp_guard, memif redial).
+  two_hosts h;
+  use_sidecar(h.b.socket());
+  void* ch = machnet_attach();
+  REQUIRE(ch);
+  const std::string memif = h.dir + "/memif.sock";
+  const std::vector<std::string> args_a{"--poll-mode=adaptive",
+                                        "--device=net_memif0,role=server,socket=" + memif + ",socket-abstract=no",
+                                        "--ip=10.77.0.11", "--mac=02:4d:4e:00:00:11",
+                                        "--arp=10.77.0.12=02:4d:4e:00:00:12"};
+  for (int round = 0; round < 3; ++round) {
+    INFO("round " << round);
+    pid_t echo = spawn_echo(h.a.socket(), two_hosts::ip_a, uint16_t(9100 + round));
+    MachnetFlow_t f{};
+    REQUIRE(connect_retry(ch, two_hosts::ip_b, two_hosts::ip_a, uint16_t(9100 + round), &f, round > 0));
+    echo_roundtrip(ch, f, 100000, uint32_t(round));
+    // Traffic in flight when A dies: 32 messages of 16 KB.
+    std::vector<uint8_t> msg(16000, uint8_t(round));
+    for (int i = 0; i < 32; ++i) REQUIRE(machnet_send(ch, f, msg.data(), msg.size()) == 0);
+    h.a.stop(SIGKILL);
+    wait_child(echo, 5000);  // its sidecar is gone: it exits with an error
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    REQUIRE(h.b.alive());
+    h.a.start(args_a, h.a.socket(), h.dir + "/a" + std::to_string(round + 2) + ".log");
+    REQUIRE(h.a.wait_ready());
+  }
+  // The last restarted A serves a new flow: B dialed it again.
+  pid_t echo = spawn_echo(h.a.socket(), two_hosts::ip_a, 9199);
+  MachnetFlow_t f{};
+  REQUIRE(connect_retry(ch, two_hosts::ip_b, two_hosts::ip_a, 9199, &f, true));
+  echo_roundtrip(ch, f, 2000, 9);
+  REQUIRE(machnet_send(ch, f, "quit", 4) == 0);
+  CHECK(wait_child(echo) == 0);
+  CHECK(h.b.alive());
+  CHECK(h.b.log().find("dialed the server again") != std::string::npos);
+  machnet_detach(ch);
 }
 
 TEST_CASE("sidecars with 2 shards each: accepted flows reach the listener on any shard") {
