@@ -31,7 +31,8 @@ class section {
     if (_s) _s->seq.fetch_add(1, std::memory_order_seq_cst);
   }
   ~section() {
-    if (_s) _s->seq.fetch_add(1, std::memory_order_release);
+    // Only this thread writes its slot: a plain release store suffices.
+    if (_s) _s->seq.store(_s->seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
   section(const section&) = delete;
   section& operator=(const section&) = delete;
