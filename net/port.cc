@@ -6,6 +6,7 @@
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_log.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
 
@@ -463,7 +464,14 @@ void port::redial() noexcept {
     rte_eth_dev_stop(_id);
     _started = false;
   }
-  if (rte_eth_dev_start(_id) != 0) {
+  // The PMD logs every failed dial as an error; once we said the server is
+  // gone, keep its log quiet while dialing (twice a second by default).
+  const int memif_log = _dial_warned ? rte_log_register("pmd.net.memif") : -1;
+  const int memif_level = memif_log >= 0 ? rte_log_get_level(uint32_t(memif_log)) : -1;
+  if (memif_level >= 0) rte_log_set_level(uint32_t(memif_log), RTE_LOG_CRIT);
+  const int rc = rte_eth_dev_start(_id);
+  if (memif_level >= 0) rte_log_set_level(uint32_t(memif_log), uint32_t(memif_level));
+  if (rc != 0) {
     if (!_dial_warned)
       log::warn("port {}: memif link down and the server not reachable; dialing again every {} ms",
                 device_name(_device), _redial_ms);
