@@ -8,13 +8,13 @@
 #include <unistd.h>
 
 #include <array>
-#include <chrono>
-#include <mutex>
 #include <thread>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+
+#include "machnet/runtime/clock.hh"
 
 namespace machnet::net::dp_guard {
 
@@ -57,12 +57,6 @@ inline void relax() noexcept {
 #endif
 }
 
-uint64_t now_us() noexcept {
-  return uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now().time_since_epoch())
-                      .count());
-}
-
 using munmap_fn = int (*)(void*, size_t);
 munmap_fn g_next_munmap = nullptr;
 
@@ -97,8 +91,8 @@ bool wait_quiescent(uint64_t limit_us) noexcept {
         relax();
         continue;
       }
-      if (!deadline) deadline = now_us() + limit_us;
-      if (now_us() >= deadline) {
+      if (!deadline) deadline = machnet::now_us() + limit_us;
+      if (machnet::now_us() >= deadline) {
         ok = false;
         break;
       }

@@ -504,8 +504,8 @@ bool engine::poll() {
   bool work = false;
   ++_turn;
   _rx_polled_ns = now_ns();
-  if (_own_queue && _queue == 0) _port.maintain(_rx_polled_ns / 1000);  // memif redial
   if (_own_queue) {
+    if (_queue == 0) _port.maintain(_rx_polled_ns / 1000);  // memif redial
     rte_mbuf* pkts[rx_burst_size];
     uint16_t n = _port.rx_burst(_queue, pkts, rx_burst_size);
     for (uint16_t i = 0; i < n; ++i) {

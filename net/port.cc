@@ -150,11 +150,10 @@ void port::configure(const port_config& cfg) {
   rte_eth_dev_info info;
   if (int rc = rte_eth_dev_info_get(_id, &info); rc != 0) fail(_device, "rte_eth_dev_info_get", rc);
   _caps.driver = info.driver_name ? info.driver_name : "?";
-  _tx_needs_link = _caps.driver.find("memif") != std::string::npos;
-  _guard_dp = _tx_needs_link;  // a peer's hang-up unmaps the rings (dp_guard)
+  _memif = _caps.driver.find("memif") != std::string::npos;
   _redial_ms = is_memif_client(_device) ? cfg.redial_ms : 0;
-  _caps.shared_memory_link = _tx_needs_link || _caps.driver == "net_ring";
-  _caps.tx_copies_segments = _tx_needs_link;
+  _caps.shared_memory_link = _memif || _caps.driver == "net_ring";
+  _caps.tx_copies_segments = _memif;
   _caps.tx_syscall = _caps.driver.find("af_packet") != std::string::npos ||
                      _caps.driver.find("af_xdp") != std::string::npos;
   _caps.max_rx_queues = info.max_rx_queues;
@@ -258,17 +257,14 @@ void port::configure(const port_config& cfg) {
     if (int rc = rte_eth_tx_queue_setup(_id, q, txd, socket, &txc); rc != 0)
       fail(_device, fmt::format("tx queue {} setup", q), rc);
   }
-  if (int rc = rte_eth_dev_start(_id); rc == 0) {
-    _started = true;
-  } else if (_redial_ms) {
+  if (int rc = rte_eth_dev_start(_id); rc != 0) {
+    if (!_redial_ms) fail(_device, "rte_eth_dev_start", rc);
     // A memif client whose server is not up yet: dial again later.
     _paused.store(true);
     _dial_warned = true;
     _caps.notes.push_back(fmt::format("memif server not reachable yet: dialing every {} ms", _redial_ms));
     log::warn("port {}: memif server not reachable yet; dialing again every {} ms", device_name(_device),
               _redial_ms);
-  } else {
-    fail(_device, "rte_eth_dev_start", rc);
   }
   if (cfg.promiscuous && rte_eth_promiscuous_enable(_id) != 0)
     _caps.notes.push_back("promiscuous mode not supported");
@@ -343,7 +339,7 @@ void port::program_rss(const port_config& cfg) {
 }
 
 port::~port() {
-  if (_tx_needs_link && _close_linger_ms) {
+  if (_memif && _close_linger_ms) {
     // Nobody polls this port any more; give the peer the chance to close
     // first, so that a peer without dp_guard is not inside rx_burst when our
     // hang-up unmaps its rings (docs/net.md: memif shutdown).
@@ -393,7 +389,7 @@ uint16_t port::inject_faults(queue_state& q, rte_mbuf** pkts, uint16_t n, double
 uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
   uint16_t got;
   {
-    dp_guard::section g(_guard_dp);
+    dp_guard::section g(_memif);
     if (_paused.load(std::memory_order_relaxed)) return 0;
     got = rte_eth_rx_burst(_id, queue, pkts, n);
   }
@@ -408,9 +404,9 @@ uint16_t port::rx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 }
 
 uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
-  dp_guard::section g(_guard_dp);
+  dp_guard::section g(_memif);
   auto& q = _qstats[queue];
-  if (_tx_needs_link && n && (_paused.load(std::memory_order_relaxed) || !link_up())) {
+  if (_memif && n && (_paused.load(std::memory_order_relaxed) || !link_up())) {
     // The peer is gone: the packets are lost, like on an unplugged wire.
     q.s.tx_full += 1;
     for (uint16_t i = 0; i < n; ++i) rte_pktmbuf_free(pkts[i]);
@@ -440,7 +436,8 @@ uint16_t port::tx_burst(uint16_t queue, rte_mbuf** pkts, uint16_t n) noexcept {
 void port::maintain(uint64_t now_us) noexcept {
   if (!_redial_ms || now_us - _checked_us < 10'000) return;
   _checked_us = now_us;
-  if (_started && link_up()) {
+  const bool started = !_paused.load(std::memory_order_relaxed);
+  if (started && link_up()) {
     _down_since_us = 0;
     return;
   }
@@ -449,7 +446,7 @@ void port::maintain(uint64_t now_us) noexcept {
   // interrupt thread: give it time (a loaded VM took over 50 ms; dialing
   // again aborted it, over and over).
   const uint64_t every = uint64_t(_redial_ms) * 1000;
-  const uint64_t wait = _started ? std::max<uint64_t>(every, handshake_grace_us) : every;
+  const uint64_t wait = started ? std::max<uint64_t>(every, handshake_grace_us) : every;
   if (now_us - _down_since_us < every || (_dialed_us && now_us - _dialed_us < wait)) return;
   _dialed_us = now_us;
   redial();
@@ -458,11 +455,9 @@ void port::maintain(uint64_t now_us) noexcept {
 void port::redial() noexcept {
   // Keep every queue's burst calls out, and wait for those inside: stopping
   // the device swaps its burst functions for stubs and unmaps the rings.
-  _paused.store(true, std::memory_order_seq_cst);
-  dp_guard::wait_quiescent();
-  if (_started) {
+  if (!_paused.exchange(true, std::memory_order_seq_cst)) {
+    dp_guard::wait_quiescent();
     rte_eth_dev_stop(_id);
-    _started = false;
   }
   // The PMD logs every failed dial as an error; once we said the server is
   // gone, keep its log quiet while dialing (twice a second by default).
@@ -478,7 +473,6 @@ void port::redial() noexcept {
     _dial_warned = true;
     return;  // still paused: the device is stopped
   }
-  _started = true;
   _dial_warned = false;
   ++_redials;
   _paused.store(false, std::memory_order_release);

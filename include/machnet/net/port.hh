@@ -196,15 +196,15 @@ class port {
   std::vector<rte_mempool*> _pools;
   bool _shared_tx = false;
   // memif (DPDK 22.11) unmaps the peer's rings in its interrupt thread when
-  // the peer goes away; transmitting then crashes. Check the link first.
-  bool _tx_needs_link = false;
-  bool _guard_dp = false;  // burst calls marked for dp_guard (memif)
+  // the peer goes away: burst calls run in a dp_guard section, and
+  // transmitting checks the link first.
+  bool _memif = false;
   // Redialing (memif client): the device is stopped and started again while
   // _paused keeps every burst call out of it (checked inside the dp_guard
-  // section, so waiting for the sections drains them).
+  // section, so waiting for the sections drains them). Paused also means
+  // the device is stopped.
   void redial() noexcept;
   unsigned _redial_ms = 0;
-  bool _started = false;
   bool _dial_warned = false;
   std::atomic<bool> _paused{false};
   uint64_t _checked_us = 0, _down_since_us = 0, _dialed_us = 0, _redials = 0;

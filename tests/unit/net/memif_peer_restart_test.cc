@@ -22,6 +22,7 @@
 
 #include "machnet/net/dp_guard.hh"
 #include "machnet/net/port.hh"
+#include "machnet/runtime/clock.hh"
 
 using namespace machnet::net;
 using namespace std::chrono_literals;
@@ -54,12 +55,6 @@ pid_t spawn_self(const std::string& name, const std::string& sock, const std::st
   return child;
 }
 
-uint64_t now_us() {
-  return uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(
-                      std::chrono::steady_clock::now().time_since_epoch())
-                      .count());
-}
-
 // Polls `p` in a thread of its own (rx_burst, then maintain), as a shard does.
 struct poller {
   port& p;
@@ -73,7 +68,7 @@ struct poller {
         uint16_t n = p.rx_burst(0, pkts, 64);
         if (n) rte_pktmbuf_free_bulk(pkts, n);
         received.fetch_add(n, std::memory_order_relaxed);
-        p.maintain(now_us());
+        p.maintain(machnet::now_us());
       }
     });
   }
