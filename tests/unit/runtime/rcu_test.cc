@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -59,6 +60,9 @@ TEST_CASE("RCU readers never see freed memory under a concurrent writer") {
       }
       rcu::unregister_thread();
     });
+  // On a loaded 2-CPU machine the writer could finish before a reader ran at
+  // all (reads == 0, seen under ctest -j2): start once they read.
+  for (int i = 0; i < 5000 && reads.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   rcu::register_thread();
   for (uint64_t v = 1; v <= 20000; ++v) {
     ptr.publish(std::make_unique<record>(v));
