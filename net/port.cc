@@ -2,10 +2,12 @@
 // burst I/O with per-queue counters, and the start-up report.
 #include "machnet/net/port.hh"
 
+#include <rte_alarm.h>
 #include <rte_bus.h>
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_interrupts.h>
 #include <rte_log.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
@@ -21,6 +23,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 
 #include "machnet/net/dp_guard.hh"
@@ -35,6 +38,29 @@ std::atomic<unsigned> g_pool_seq{0};
 constexpr uint64_t handshake_grace_us = 2'000'000;
 
 std::string device_name(const std::string& device) { return device.substr(0, device.find(',')); }
+
+// Runs `fn` in DPDK's interrupt thread (as an alarm callback) and waits for
+// it. The memif PMD tears a connection down in that thread when the peer
+// hangs up; a stop or close called from another thread at the same moment
+// ran the same teardown twice (an rte_free of freed memory: "EAL: Error:
+// Invalid memory", then a crash at exit under ASan). Run there, they take
+// turns. DPDK's testpmd detaches devices from an alarm for the same reason.
+void in_intr_thread(const std::function<void()>& fn) {
+  struct call {
+    const std::function<void()>* fn;
+    std::atomic<bool> done{false};
+  } c{&fn};
+  auto run = [](void* arg) {
+    auto* cl = static_cast<call*>(arg);
+    (*cl->fn)();
+    cl->done.store(true, std::memory_order_release);
+  };
+  if (rte_thread_is_intr() || rte_eal_alarm_set(1, run, &c) != 0) {
+    fn();
+    return;
+  }
+  while (!c.done.load(std::memory_order_acquire)) ::usleep(50);
+}
 
 // The value of `key` in a device string's arguments ("" if absent).
 std::string device_arg(const std::string& device, const std::string& key) {
@@ -345,12 +371,15 @@ port::~port() {
     // hang-up unmaps its rings (docs/net.md: memif shutdown).
     for (unsigned ms = 0; ms < _close_linger_ms && link_up(); ++ms) ::usleep(1000);
   }
-  rte_eth_dev_stop(_id);
-  rte_eth_dev_close(_id);
-  if (_probed) {
-    auto name = device_name(_device);
-    rte_eal_hotplug_remove("vdev", name.c_str());
-  }
+  auto teardown = [this] {
+    rte_eth_dev_stop(_id);
+    rte_eth_dev_close(_id);
+    if (_probed) rte_eal_hotplug_remove("vdev", device_name(_device).c_str());
+  };
+  if (_memif)
+    in_intr_thread(teardown);
+  else
+    teardown();
   for (auto* mp : _pools) rte_mempool_free(mp);
 }
 
@@ -455,16 +484,18 @@ void port::maintain(uint64_t now_us) noexcept {
 void port::redial() noexcept {
   // Keep every queue's burst calls out, and wait for those inside: stopping
   // the device swaps its burst functions for stubs and unmaps the rings.
-  if (!_paused.exchange(true, std::memory_order_seq_cst)) {
-    dp_guard::wait_quiescent();
-    rte_eth_dev_stop(_id);
-  }
+  const bool was_started = !_paused.exchange(true, std::memory_order_seq_cst);
+  if (was_started) dp_guard::wait_quiescent();
   // The PMD logs every failed dial as an error; once we said the server is
   // gone, keep its log quiet while dialing (twice a second by default).
   const int memif_log = _dial_warned ? rte_log_register("pmd.net.memif") : -1;
   const int memif_level = memif_log >= 0 ? rte_log_get_level(uint32_t(memif_log)) : -1;
   if (memif_level >= 0) rte_log_set_level(uint32_t(memif_log), RTE_LOG_CRIT);
-  const int rc = rte_eth_dev_start(_id);
+  int rc = 0;
+  in_intr_thread([&] {  // not while the PMD handles a hang-up (in_intr_thread)
+    if (was_started) rte_eth_dev_stop(_id);
+    rc = rte_eth_dev_start(_id);
+  });
   if (memif_level >= 0) rte_log_set_level(uint32_t(memif_log), uint32_t(memif_level));
   if (rc != 0) {
     if (!_dial_warned)
