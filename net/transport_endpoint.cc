@@ -149,12 +149,20 @@ void endpoint::reply_rst(const flow_tuple& t, const header& in) {
 void endpoint::flush() {
   if (_depth == 0 && !_graveyard.empty()) reap();
   scope g(*this);
+  std::size_t held = 0;
   for (std::size_t i = 0; i < _ack_list.size(); ++i) {
     flow* f = _ack_list[i];
-    f->_in_ack_list = false;
-    if (f->_ack_pending && f->_state != flow_state::closed) f->send_ack();
+    if (!f->_ack_pending || f->_state == flow_state::closed) {
+      f->_in_ack_list = false;
+    } else if (f->hold_ack()) {
+      _ack_list[held++] = f;  // waits one more flush for DATA to carry it
+    } else {
+      f->_in_ack_list = false;
+      f->send_ack();
+    }
   }
-  _ack_list.clear();
+  _ack_list.resize(held);
+  if (held) _env.want_flush();
 }
 
 void endpoint::queue_ack(flow& f) {

@@ -11,10 +11,6 @@
 
 namespace machnet::net::transport {
 
-namespace {
-// Samples above this are garbage (a corrupted or foreign echo).
-constexpr uint64_t max_rtt_sample_ns = 10'000'000'000ull;
-}  // namespace
 
 const char* to_string(flow_state s) noexcept {
   switch (s) {
@@ -105,9 +101,17 @@ bool flow::rx_behind(timer& t) {
 
 uint64_t flow::now_ns() const noexcept { return _ep._env.now_ns(); }
 
-void flow::send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts) {
+uint8_t flow::syn_options() const noexcept {
+  // The connector offers what it has configured; the acceptor answers with
+  // what both have (a SYN-ACK's flag is the agreement).
+  bool offer = _connector ? _cfg.data_acks : _data_acks;
+  return offer ? msg_flag::syn_data_acks : 0;
+}
+
+void flow::send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts, uint8_t msg_flags) {
   header h;
   h.flags = f;
+  h.msg_flags = msg_flags;
   h.seqno = seqno;
   h.ackno = ackno;
   h.timestamp1 = ts;
@@ -142,7 +146,7 @@ void flow::on_tlp() {
   ++_stats.tail_probes;
   ++g.tx_count;  // no Karn sample from it
   ++_stats.tx_retx;
-  if (!emit_segment(s, now_ns())) ++_stats.tx_alloc_failed;
+  if (!emit_segment(s, now_ns(), true)) ++_stats.tx_alloc_failed;
 }
 
 void flow::heard_from_peer() noexcept {
@@ -157,7 +161,7 @@ void flow::start_connect(seq_t isn) {
   _snd_una = isn;
   _snd_nxt = isn + 1;  // the SYN consumes one
   _last_heard_ns = now_ns();
-  send_control(net_flag::syn, _isn, 0, now_ns());
+  send_control(net_flag::syn, _isn, 0, now_ns(), syn_options());
   arm_rto();
 }
 
@@ -168,14 +172,15 @@ void flow::start_accept(const header& syn, seq_t isn) {
   _snd_una = isn;
   _snd_nxt = isn + 1;  // the SYN-ACK consumes one
   _last_heard_ns = now_ns();
+  _data_acks = _cfg.data_acks && (syn.msg_flags & msg_flag::syn_data_acks);
   // The SYN-ACK echoes the SYN's timestamp: the connector's first RTT sample.
-  send_control(net_flag::syn_ack, _isn, _rcv_nxt, syn.timestamp1);
+  send_control(net_flag::syn_ack, _isn, _rcv_nxt, syn.timestamp1, syn_options());
   arm_rto();
 }
 
 void flow::on_syn_dup(const header& h) {
   // Our SYN-ACK was lost (or the SYN duplicated): answer the same way again.
-  send_control(net_flag::syn_ack, _isn, _peer_isn + 1, h.timestamp1);
+  send_control(net_flag::syn_ack, _isn, _peer_isn + 1, h.timestamp1, syn_options());
 }
 
 void flow::become_established_acceptor() {
@@ -191,6 +196,10 @@ void flow::become_established_acceptor() {
 void flow::on_packet(const header& h, std::span<const uint8_t> payload) {
   switch (h.flags) {
     case net_flag::data:
+      if (_data_acks && h.ackno != data_ackno) {
+        on_data_with_ack(h, payload);
+        return;
+      }
       on_data(h, payload);
       return;
     case net_flag::ack:
@@ -208,10 +217,10 @@ void flow::on_packet(const header& h, std::span<const uint8_t> payload) {
         heard_from_peer();
         _peer_isn = h.seqno;
         _rcv_nxt = h.seqno + 1;
+        _data_acks = _cfg.data_acks && (h.msg_flags & msg_flag::syn_data_acks);
         _snd_una = _snd_nxt;
         uint64_t now = now_ns();
-        if (h.timestamp1 && h.timestamp1 <= now && now - h.timestamp1 < max_rtt_sample_ns)
-          _rtt.sample(now - h.timestamp1, now);
+        if (uint64_t echo = echo_time(h.timestamp1, now)) _rtt.sample(now - echo, now);
         _rtt.reset_backoff();
         _rto_timer.cancel();
         _state = flow_state::established;
@@ -305,7 +314,7 @@ void flow::on_rto() {
         return;
       }
       _rtt.backoff();
-      send_control(net_flag::syn, _isn, 0, now_ns());
+      send_control(net_flag::syn, _isn, 0, now_ns(), syn_options());
       arm_rto();
       return;
     case flow_state::syn_received:
@@ -315,7 +324,7 @@ void flow::on_rto() {
         return;
       }
       _rtt.backoff();
-      send_control(net_flag::syn_ack, _isn, _rcv_nxt);
+      send_control(net_flag::syn_ack, _isn, _rcv_nxt, 0, syn_options());
       arm_rto();
       return;
     case flow_state::rst_sent:

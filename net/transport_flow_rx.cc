@@ -10,6 +10,29 @@
 
 namespace machnet::net::transport {
 
+void flow::on_data_with_ack(const header& h, std::span<const uint8_t> payload) {
+  ++_stats.rx_data_acks;
+  header d = h;  // the DATA: its own (32-bit) stamp, for our echo
+  d.ackno = data_ackno;
+  d.sack = {};
+  d.sack_count = 0;
+  d.timestamp1 = h.timestamp1 >> 32;
+  header a = h;  // the ACK: its echo (32 bits, see echo_time)
+  a.flags = net_flag::ack;
+  a.msg_flags = 0;
+  a.seqno = _snd_nxt;
+  a.timestamp1 = uint32_t(h.timestamp1);
+  if (_state == flow_state::syn_received) {
+    // Its ACK of our SYN-ACK is in this packet: on_data establishes the flow.
+    on_data(d, payload);
+    if (_state == flow_state::established) on_ack(a);
+    return;
+  }
+  on_ack(a);
+  if (_aborted || _state == flow_state::closed) return;
+  on_data(d, payload);
+}
+
 void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   if (_state == flow_state::syn_received) {
     // The ACK of our SYN-ACK was lost; in-window DATA proves the peer got it.
@@ -68,9 +91,11 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   _echo_ts = h.timestamp1;
   _echo_arrival_ns = now;
   bool last = h.msg_flags & msg_flag::last;
-  if (!consume(payload.data(), payload.size(), h.msg_flags)) return;
   ++_rcv_nxt;
   ++_unacked;
+  // A reply the owner sends from on_message carries this ACK (data_acks).
+  if (_data_acks) _ack_pending = true;
+  if (!consume(payload.data(), payload.size(), h.msg_flags)) return;
   bool filled = false;
   while (_ooo_count) {
     ooo_slot& s = _ooo[_rcv_nxt & _ring_mask];
@@ -89,11 +114,14 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
     if (!ok) return;
   }
   if (_state != flow_state::established && _state != flow_state::closing) return;
+  if (_unacked == 0) return;  // a reply from on_message carried the ACK
   if (_unacked >= _cfg.ack_every_pkts) {
     send_ack();
     _ep._env.push_tx();
   } else if (filled || _ooo_count || last || _cfg.ack_delay_us == 0) {
-    want_ack(true);  // at the end of this RX burst
+    // At the end of this RX burst; for a delivered message perhaps a flush
+    // later, on the owner's reply (hold_ack).
+    want_ack(true, last && !filled && !_ooo_count);
   } else {
     want_ack(false);  // may wait ack_delay_us for more
   }
@@ -171,7 +199,8 @@ void flow::resume_rx() {
   if (_full_signalled && !rx_full()) send_ack();
 }
 
-void flow::want_ack(bool at_flush) {
+void flow::want_ack(bool at_flush, bool may_wait) {
+  if (!may_wait) _ack_no_wait = true;
   _ack_pending = true;
   if (at_flush) {
     _ep.queue_ack(*this);
@@ -180,12 +209,33 @@ void flow::want_ack(bool at_flush) {
   }
 }
 
+bool flow::hold_ack() noexcept {
+  if (!_data_acks || _ack_no_wait || _ack_held || rx_full() || _rcv_nxt == data_ackno) return false;
+  _ack_held = true;
+  return true;
+}
+
+void flow::ack_sent() noexcept {
+  _unacked = 0;
+  _ack_pending = false;
+  _ack_no_wait = false;
+  _ack_held = false;
+  _ack_timer.cancel();
+}
+
 void flow::send_ack() {
   header h;
   h.flags = net_flag::ack;
   _full_signalled = rx_full();
   h.msg_flags = _full_signalled ? msg_flag::ack_rx_full : 0;
   h.seqno = _snd_nxt;
+  h.timestamp1 = fill_ack(h);
+  ack_sent();
+  ++_stats.tx_acks;
+  if (!_ep.emit(_tuple, h, nullptr, 0)) ++_stats.tx_alloc_failed;
+}
+
+uint64_t flow::fill_ack(header& h) {
   h.ackno = _rcv_nxt;
   if (_ooo_count) {
     // Rotate the slot bitmap so that bit i is slot (rcv_nxt + i) of the
@@ -199,12 +249,7 @@ void flow::send_ack() {
     h.sack.clear(0);
     h.sack_count = uint16_t(h.sack.count());
   }
-  if (_echo_ts) h.timestamp1 = _echo_ts + (now_ns() - _echo_arrival_ns);
-  _unacked = 0;
-  _ack_pending = false;
-  _ack_timer.cancel();
-  ++_stats.tx_acks;
-  if (!_ep.emit(_tuple, h, nullptr, 0)) ++_stats.tx_alloc_failed;
+  return _echo_ts ? _echo_ts + (now_ns() - _echo_arrival_ns) : 0;
 }
 
 void flow::release_rx_buffers() noexcept {

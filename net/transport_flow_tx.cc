@@ -11,8 +11,20 @@ namespace machnet::net::transport {
 namespace {
 // SACKed packets above a hole (sent after it) that declare it lost.
 constexpr unsigned dup_thresh = 3;
+// Samples above this are garbage (a corrupted or foreign echo).
 constexpr uint64_t max_rtt_sample_ns = 10'000'000'000ull;
 }  // namespace
+
+uint64_t flow::echo_time(uint64_t field, uint64_t now) const noexcept {
+  if (!field) return 0;
+  if (!_data_acks) return field <= now && now - field < max_rtt_sample_ns ? field : 0;
+  // With ACKs on DATA an echo may hold only the low 32 bits of our clock
+  // (data_ack_stamps): it stands for the latest time with those bits, and
+  // one from more than 2^31 ns (2.1 s) ago is no sample.
+  const uint32_t ago = uint32_t(now) - uint32_t(field);
+  if (ago >= (uint32_t(1) << 31) || ago >= now) return 0;
+  return now - ago;
+}
 
 void flow::try_send() {
   if (_state != flow_state::established && _state != flow_state::closing) return;
@@ -77,7 +89,7 @@ void flow::try_send() {
   if (!_tlp_timer.armed()) arm_tlp();
 }
 
-bool flow::emit_segment(seq_t s, uint64_t now) {
+bool flow::emit_segment(seq_t s, uint64_t now, bool resend) {
   const segment& g = seg(s);
   tx_message& m = *g.msg;
   std::size_t off = std::size_t(g.pkt) * _cfg.mss;
@@ -89,6 +101,13 @@ bool flow::emit_segment(seq_t s, uint64_t now) {
   h.seqno = s;
   h.ackno = data_ackno;
   h.timestamp1 = now;
+  if ((_ack_pending || resend) && _data_acks && !rx_full() && _rcv_nxt != data_ackno) {
+    // The due ACK rides along (ACKs on DATA, docs/protocol.md).
+    h.timestamp1 = data_ack_stamps(now, fill_ack(h));
+    _full_signalled = false;
+    ack_sent();
+    ++_stats.tx_data_acks;
+  }
   // Multi-packet messages are sent zero-copy where the env can; a single
   // packet is cheaper to copy than to reference.
   if (m.npkts > 1) return _ep.emit_ref(_tuple, h, m.msg, off, len);
@@ -97,7 +116,7 @@ bool flow::emit_segment(seq_t s, uint64_t now) {
 
 bool flow::transmit_segment(seq_t s, bool retx, uint64_t now) {
   segment& g = seg(s);
-  bool ok = emit_segment(s, now);
+  bool ok = emit_segment(s, now, retx);
   if (retx) {
     g.state &= uint8_t(~seg_lost);
     --_lost;
@@ -148,9 +167,8 @@ void flow::on_ack(const header& h) {
 
   // Delay sample: the echoed timestamp (docs/protocol.md). A peer that echoes
   // nothing (the reference) gets Karn's rule on our own send times instead.
-  uint64_t sample = 0;
-  if (h.timestamp1 && h.timestamp1 <= now && now - h.timestamp1 < max_rtt_sample_ns)
-    sample = now - h.timestamp1;
+  const uint64_t echo = echo_time(h.timestamp1, now);
+  uint64_t sample = echo ? now - echo : 0;
   uint64_t karn = 0;
 
   // Cumulative part.
@@ -178,7 +196,7 @@ void flow::on_ack(const header& h) {
     // Back to the window before it; what is marked lost and not yet resent
     // is in flight after all.
     _rto_undo_armed = false;  // sending resumes (try_send below)
-    if (h.timestamp1 && h.timestamp1 < _rto_at_ns) {
+    if (echo && echo < _rto_at_ns) {
       ++_stats.spurious_rto;
       _cc.undo_rto(_rto_undo_cwnd);
       for (seq_t s = _snd_una; s != _snd_nxt; ++s) {

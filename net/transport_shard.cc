@@ -165,4 +165,7 @@ void transport_shard::on_udp(engine& e, rte_mbuf* m, const parse_result& p) {
 
 void transport_shard::on_burst_end(engine&) { _ep->flush(); }
 
+// The engine's next poll calls on_burst_end again (and does not sleep before).
+void transport_shard::want_flush() { _engine.at_burst_end(this); }
+
 }  // namespace machnet::net

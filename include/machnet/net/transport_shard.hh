@@ -43,6 +43,7 @@ class transport_shard final : public udp_handler,
   timer_wheel& wheel() override;
   uint64_t rx_polled_ns() override;
   void push_tx() override;
+  void want_flush() override;
   uint8_t* alloc_tx(const flow_tuple& t, std::size_t len, transport::tx_handle& h) override;
   void transmit(const flow_tuple& t, transport::tx_handle& h) override;
   uint8_t* alloc_tx_ref(const flow_tuple& t, std::size_t head_len, transport::message& m,

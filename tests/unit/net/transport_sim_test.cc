@@ -62,14 +62,20 @@ struct result {
   unsigned max_in_flight = 0;  // most packets of one flow in flight (track_in_flight)
   bool a_rtt_sampled = true;   // every flow of A has an RTT estimate
   uint64_t rewritten = 0;      // packets of B rewritten (b_reference_wire)
+  uint64_t data_acks = 0;      // ACKs that rode on DATA, all flows, both sides
 };
 
 // What the reference puts in the fields we use differently (WIRE.md): no
-// timestamp, and SACK bits in another order. Offsets into the Machnet header.
+// timestamp, SACK bits in another order, no offer of ACKs on DATA in its
+// SYN-ACK (msg_flags 0) and none on its DATA (ackno 0xffffffff). Offsets
+// into the Machnet header.
 void to_reference_wire(std::vector<uint8_t>& pkt) {
-  constexpr std::size_t off_sack = 12, off_ts = 46;
+  constexpr std::size_t off_net = 2, off_msg = 3, off_ack = 8, off_sack = 12, off_ts = 46;
   if (pkt.size() < off_ts + 8) return;
   std::memset(pkt.data() + off_ts, 0, 8);
+  if (pkt[off_net] == uint8_t(net_flag::syn) || pkt[off_net] == uint8_t(net_flag::syn_ack))
+    pkt[off_msg] = 0;
+  if (pkt[off_net] == uint8_t(net_flag::data)) std::memset(pkt.data() + off_ack, 0xff, 4);
   uint8_t sack[32];
   std::memcpy(sack, pkt.data() + off_sack, 32);
   for (std::size_t i = 0; i < 32; ++i) {
@@ -110,6 +116,7 @@ result run_with(const scenario& sc, const std::function<void(message_gen&)>& twe
   auto cfg_a = sc.cfg, cfg_b = sc.cfg;
   cfg_a.isn_seed = sc.seed * 2 + 1;
   cfg_b.isn_seed = sc.seed * 2 + 2;
+  if (sc.b_reference_wire) cfg_b.data_acks = false;  // as the reference
   auto& ep_a = a.start(app_a, cfg_a);
   auto& ep_b = b.start(app_b, cfg_b);
   ep_b.listen(port_b);
@@ -156,6 +163,7 @@ result run_with(const scenario& sc, const std::function<void(message_gen&)>& twe
         r.retx += s.f->stats().tx_retx;
         r.rto += s.f->stats().rto;
         r.fast_retx += s.f->stats().fast_retx;
+        r.data_acks += s.f->stats().tx_data_acks;
       }
   if (rep) {
     for (auto* app : {&app_a, &app_b}) {
@@ -183,7 +191,8 @@ std::string describe(const scenario& sc, const result& r) {
          std::to_string(r.expected) + " delivered, " + std::to_string(r.virtual_ns / 1000) +
          " us virtual, " + std::to_string(r.wall_s) + " s wall, " + std::to_string(r.events) +
          " events, retx " + std::to_string(r.retx) + " (rto " + std::to_string(r.rto) + ", fast " +
-         std::to_string(r.fast_retx) + "), link a->b lost " + std::to_string(r.ab.lost) + " dup " +
+         std::to_string(r.fast_retx) + "), ACKs on DATA " + std::to_string(r.data_acks) +
+         ", link a->b lost " + std::to_string(r.ab.lost) + " dup " +
          std::to_string(r.ab.duplicated) + " reord " + std::to_string(r.ab.reordered) +
          " corrupt " + std::to_string(r.ab.corrupted) + ", checksum drops " +
          std::to_string(r.checksum_drops) +
@@ -228,6 +237,7 @@ TEST_CASE("sim: a peer writing the reference's wire format (no timestamps, other
   check(sc, r);
   CHECK(r.rewritten > 0);
   CHECK(r.a_rtt_sampled);
+  CHECK(r.data_acks == 0);  // A saw no offer: every ACK was its own packet
 }
 
 // The CI case: >= 100 000 messages over 64 flows (both directions) at 10 %
@@ -251,6 +261,7 @@ TEST_CASE("sim: 100k messages over 64 flows at 10% loss with reorder dup and cor
   WARN(describe(sc, r));
   check(sc, r);
   CHECK(r.checksum_drops > 0);  // the corruption was there, and caught
+  CHECK(r.data_acks > 0);       // both directions on one flow: ACKs rode on DATA
 }
 
 TEST_CASE("sim: messages up to 8 MiB under loss and reorder", "[sim]") {

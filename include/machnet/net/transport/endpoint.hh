@@ -74,7 +74,9 @@ class endpoint {
   /// One received packet of flow `t` (local = its destination): the UDP
   /// payload, i.e. Machnet header + data. The bytes are only read during the call.
   void on_packet(const flow_tuple& t, std::span<const uint8_t> pkt);
-  /// End of an RX burst: sends the ACKs the burst made pending.
+  /// End of an RX burst: sends the ACKs the burst made pending (an ACK for a
+  /// delivered message may wait one more flush for DATA to carry it:
+  /// transport_config::data_acks; transport_env::want_flush asks for it).
   void flush();
 
   flow* find(const flow_tuple& t) noexcept;
@@ -129,7 +131,7 @@ class endpoint {
   flow* _memo_flow = nullptr;
   std::vector<std::unique_ptr<flow>> _zombies;    // closed, held messages not yet taken
   std::vector<std::unique_ptr<flow>> _graveyard;  // destroyed by the reaper
-  std::vector<flow*> _ack_list;                   // flows with an ACK due at flush()
+  std::vector<flow*> _ack_list;                   // flows with an ACK due at flush() (or held)
   machnet::timer _reaper;
   unsigned _depth = 0;
 };

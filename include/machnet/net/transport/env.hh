@@ -61,6 +61,10 @@ class transport_env {
   /// the RX queue: the transport acts on it only once RX was polled after the
   /// deadline. Default: now (an env that delivers packets synchronously).
   virtual uint64_t rx_polled_ns() { return now_ns(); }
+  /// Asks for endpoint::flush() once more soon (the next turn of the shard)
+  /// even if no packet arrives: an ACK is waiting there for a reply to carry
+  /// it (transport_config::data_acks). Called from inside flush().
+  virtual void want_flush() = 0;
 };
 
 /// Why a flow ended badly (or `none` for an orderly close).

@@ -51,6 +51,8 @@ struct flow_stats {
   uint64_t rto = 0, fast_retx = 0, probes = 0;
   uint64_t rx_data = 0, rx_dup = 0, rx_ooo = 0, rx_beyond_window = 0, rx_refused = 0;
   uint64_t rx_acks = 0, rx_stale_acks = 0, sack_reneged = 0;
+  uint64_t tx_data_acks = 0;  ///< ACKs that rode on DATA (of tx_data + tx_retx)
+  uint64_t rx_data_acks = 0;  ///< DATA packets that carried an ACK (of rx_acks)
   uint64_t tail_probes = 0;
   uint64_t timer_deferred = 0;  ///< loss timers held until RX was polled past them
   uint64_t spurious_rto = 0;    ///< RTOs undone: the peer had the packets (timestamp echo)
@@ -101,6 +103,8 @@ class flow {
   unsigned packets_in_flight() const noexcept { return _pipe; }
   /// When the peer was last heard (a valid ACK or DATA), in now_ns() time.
   uint64_t last_heard_ns() const noexcept { return _last_heard_ns; }
+  /// Both ends offered ACKs on DATA (transport_config::data_acks).
+  bool data_acks() const noexcept { return _data_acks; }
 
   /// One line for logs: state, sequence numbers, window, RTT, timers and
   /// counters (flow traces and failure reports).
@@ -156,7 +160,11 @@ class flow {
   void fail(flow_error e);
   void finish(flow_error e);
   void complete_finish();
-  void send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts = 0);
+  void send_control(net_flag f, seq_t seqno, seq_t ackno, uint64_t ts = 0, uint8_t msg_flags = 0);
+  /// msg_flags of our SYN / SYN-ACK: what we offer.
+  uint8_t syn_options() const noexcept;
+  /// The time an ACK's echo stands for, in now_ns() time (0: no sample).
+  uint64_t echo_time(uint64_t field, uint64_t now) const noexcept;
   void heard_from_peer() noexcept;
   void arm_rto();
   void arm_tlp();
@@ -166,8 +174,10 @@ class flow {
   // --- transport_flow_tx.cc: sender ---
   void try_send();
   bool transmit_segment(seq_t s, bool retx, uint64_t now);
-  /// Builds and emits DATA packet `s` (no window accounting).
-  bool emit_segment(seq_t s, uint64_t now);
+  /// Builds and emits DATA packet `s` (no window accounting). A resent
+  /// packet carries the current ACK where the peer takes ACKs on DATA (the
+  /// one its first copy carried may have been lost with it).
+  bool emit_segment(seq_t s, uint64_t now, bool resend);
   void on_ack(const header& h);
   void detect_losses();
   void mark_lost(seq_t s) noexcept;
@@ -181,11 +191,20 @@ class flow {
 
   // --- transport_flow_rx.cc: receiver ---
   void on_data(const header& h, std::span<const uint8_t> payload);
+  /// DATA that carries an ACK (both ends offered data_acks): the ACK first.
+  void on_data_with_ack(const header& h, std::span<const uint8_t> payload);
   bool consume(const uint8_t* p, std::size_t n, uint8_t flags);
   void deliver(message&& m);
   void deliver_held();
   void send_ack();
-  void want_ack(bool now);
+  /// Puts the ACK that is due (ackno, SACK, echo) into `h`; returns the echo.
+  uint64_t fill_ack(header& h);
+  /// An ACK is due: at flush() (at_flush) or after ack_delay_us. `may_wait`:
+  /// only for a delivered message, so it may wait a flush for a reply.
+  void want_ack(bool at_flush, bool may_wait = false);
+  /// At flush(): hold the due ACK one more flush for DATA to carry it.
+  bool hold_ack() noexcept;
+  void ack_sent() noexcept;
   bool rx_full() const noexcept { return _held_bytes >= _cfg.rx_buffer_bytes; }
   void release_rx_buffers() noexcept;
 
@@ -251,6 +270,9 @@ class flow {
   bool _full_signalled = false;  // the last ACK we sent said ack_rx_full
   unsigned _unacked = 0;         // in-order packets since the last ACK
   bool _ack_pending = false, _in_ack_list = false;
+  bool _data_acks = false;      // both ends offered ACKs on DATA
+  bool _ack_no_wait = false;    // the due ACK covers more than delivered messages
+  bool _ack_held = false;       // the due ACK already waited one flush
   uint64_t _echo_ts = 0, _echo_arrival_ns = 0;
   machnet::timer _ack_timer;
 

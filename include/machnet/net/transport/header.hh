@@ -18,7 +18,8 @@ inline constexpr std::size_t header_size = 54;
 inline constexpr std::size_t max_payload = 1418;
 /// Largest message: 8 MiB.
 inline constexpr std::size_t max_message_size = std::size_t(8) << 20;
-/// Value of `ackno` in DATA packets (they carry no acknowledgement).
+/// Value of `ackno` in DATA packets that carry no acknowledgement (always,
+/// toward a reference peer; see msg_flag::syn_data_acks for the other case).
 inline constexpr seq_t data_ackno = 0xffffffff;
 
 /// The packet type (`net_flags`). SYN-ACK is SYN|ACK; any other value is invalid.
@@ -44,6 +45,11 @@ inline constexpr uint8_t data_mask = first | more | last | chain | notify;
 /// On an ACK: the receiver's buffer for its application is full; packets
 /// beyond `ackno` were not accepted. The sender stops and probes.
 inline constexpr uint8_t ack_rx_full = 0x01;
+/// On a SYN or SYN-ACK (our extension): the sender takes acknowledgements
+/// carried by DATA packets. When both ends said so, a DATA packet may carry
+/// `ackno`, the SACK bitmap and a timestamp echo (docs/protocol.md, "ACKs on
+/// DATA"). The reference sends 0 here and ignores it.
+inline constexpr uint8_t syn_data_acks = 0x40;
 }  // namespace msg_flag
 
 /// 256 selective-acknowledgement bits relative to `ackno`: bit i set ⇔ the
@@ -75,9 +81,16 @@ struct header {
   uint16_t sack_count = 0;  ///< number of bits set in `sack`
   /// DATA: the sender's clock (ns) when the packet left. ACK: the echo of the
   /// DATA timestamp that triggered it, advanced by the time the receiver held
-  /// it (docs/protocol.md); 0 = no sample.
+  /// it (docs/protocol.md); 0 = no sample. DATA carrying an ACK: the low 32
+  /// bits of each, the sender's clock in the high half (data_ack_stamps).
   uint64_t timestamp1 = 0;
 };
+
+/// timestamp1 of a DATA packet that carries an ACK: the low 32 bits of the
+/// sender's clock (high half) and of the echo (low half).
+constexpr uint64_t data_ack_stamps(uint64_t sent_ns, uint64_t echo) noexcept {
+  return (uint64_t(uint32_t(sent_ns)) << 32) | uint32_t(echo);
+}
 
 /// Writes `h` into `out[0..header_size)`, big-endian.
 void encode(const header& h, uint8_t* out) noexcept;

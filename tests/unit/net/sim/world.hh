@@ -88,6 +88,8 @@ class host final : public transport_env {
   uint64_t rx_polled_ns() override;
   /// Packets leave at transmit() here: only counted.
   void push_tx() override { ++pushes; }
+  /// The next poll (flush) comes as if packets had arrived now.
+  void want_flush() override;
   /// The host is busy until `t_ns` (e.g. sending a window): arriving packets
   /// wait in its RX queue until then; its timers still run.
   void pause_rx_until(uint64_t t_ns) { _rx_paused_until = t_ns; }
@@ -108,6 +110,7 @@ class host final : public transport_env {
   uint64_t rx_batch_ns = 0;
   uint64_t checksum_drops = 0;
   uint64_t pushes = 0;  // push_tx() calls
+  uint64_t flush_requests = 0;  // want_flush() calls
   /// Off: corrupted packets reach the transport (tests its validation).
   bool verify_checksum = true;
 
@@ -420,6 +423,13 @@ inline host::host(world& w, ipv4_addr a, unsigned i)
 inline uint64_t host::now_ns() { return _w._now; }
 
 inline uint64_t host::rx_polled_ns() { return _rxq.empty() ? _w._now : _last_poll_ns; }
+
+inline void host::want_flush() {
+  ++flush_requests;
+  if (_poll_scheduled) return;
+  _poll_scheduled = true;
+  _w.push({std::max(_w._now + rx_batch_ns, _rx_paused_until), 0, world::ev_poll, index, 0});
+}
 
 inline uint8_t* host::alloc_tx(const flow_tuple& t, std::size_t len, tx_handle& h) {
   uint32_t pi = _w.new_packet();
