@@ -291,14 +291,15 @@ std::string flow::describe() const {
       "{} {}: snd_una {} snd_nxt {} rcv_nxt {}, inflight {} lost {}, cwnd {:.3f}, srtt {} us rto {} us, "
       "retries {}, heard {} us ago, queued {} msg {} B, held {} B{}{}; sent {} acked {} delivered {}, "
       "data {} retx {} rto {} (spurious {}) tlp {} fast {}, timers deferred {}, rx_data {} dup {} ooo {} "
-      "refused {} beyond {}, acks rx {} tx {}{}",
+      "refused {} beyond {}, acks rx {} tx {}, on DATA rx {} tx {}{}{}",
       _tuple.str(), to_string(_state), _snd_una, _snd_nxt, _rcv_nxt, _pipe, _lost, _cc.cwnd(),
       _rtt.srtt_ns() / 1000, _rtt.rto_ns() / 1000, _retries,
       now > _last_heard_ns ? (now - _last_heard_ns) / 1000 : 0, _txq.size(), _txq_bytes, _held_bytes,
       _peer_full ? ", peer full" : "", _rto_timer.armed() ? ", RTO armed" : "", st.msgs_sent, st.msgs_acked,
       st.msgs_delivered, st.tx_data, st.tx_retx, st.rto, st.spurious_rto, st.tail_probes, st.fast_retx,
       st.timer_deferred, st.rx_data, st.rx_dup, st.rx_ooo, st.rx_refused, st.rx_beyond_window, st.rx_acks,
-      st.tx_acks, _rto_undo_armed ? ", after an RTO: one packet until an ACK" : "");
+      st.tx_acks, st.rx_data_acks, st.tx_data_acks, _data_acks ? "" : " (not offered by both)",
+      _rto_undo_armed ? ", after an RTO: one packet until an ACK" : "");
 }
 
 // --- Retransmission timer ---

@@ -51,8 +51,10 @@ struct rpc_fixture {
   transport::endpoint* eb = nullptr;
   flow_tuple t_a{ip_a, ip_b, 10000, 5000};
 
+  double init_cwnd = 16.0;
   flow* start(bool a_offers, bool b_offers) {
     transport_config ca, cb;
+    ca.cc.init_cwnd = cb.cc.init_cwnd = init_cwnd;
     ca.isn_seed = 1;
     cb.isn_seed = 2;
     ca.data_acks = a_offers;
@@ -230,4 +232,62 @@ TEST_CASE("data acks: a lost answer took its ACK along - the resent answer carri
   CHECK(again->h.seqno == lost.seqno);
   CHECK(again->h.ackno != data_ackno);
   CHECK(!seq_lt(again->h.ackno, lost.ackno));
+}
+
+TEST_CASE("data acks: a burst of more than ack_every_pkts requests is acknowledged by the first answer",
+          "[flow][ack]") {
+  rpc_fixture x;
+  x.init_cwnd = 64;  // the 20 requests leave together
+  flow* f = x.start(true, true);
+  x.exchange(f, 50);
+  REQUIRE(f->cwnd() >= 20);
+  x.b.rx_batch_ns = 3'000;      // (they arrive together: one RX burst at B)
+  x.rb.reply_after_ns = 1'000;  // answered after the burst, before B's next flush
+  x.ra.rounds = 0;              // A sends no more requests from on_message
+  const counts ba0 = count(x.tba);
+  const std::size_t seen0 = x.tba.seen.size();
+  for (int i = 0; i < 20; ++i) f->send(pattern(64, uint8_t(i)));
+  x.w.run_until(x.w.now_ns() + 2'000'000);
+  REQUIRE(x.rb.received.size() == 70);
+  CHECK(x.ra.acked_tags.size() == 70);
+  const counts ba = count(x.tba);
+  CHECK(ba.data - ba0.data == 20);
+  // No ACK alone at the 16th packet (ack_every_pkts): B's first answer
+  // acknowledges all 20 requests.
+  CHECK(ba.acks == ba0.acks);
+  REQUIRE(x.tba.seen.size() > seen0);
+  const header& first = x.tba.seen[seen0].h;
+  CHECK(first.flags == net_flag::data);
+  CHECK(first.ackno == x.tab.of(net_flag::data).back()->h.seqno + 1);
+}
+
+TEST_CASE("data acks: an owner that answers later than a turn stops making its ACKs wait - until it is quick again",
+          "[flow][ack]") {
+  rpc_fixture x;
+  x.b.rx_batch_ns = 2'000;  // B's next flush comes 2 µs after the last
+  flow* f = x.start(true, true);
+  flow* g = nullptr;
+  // Slow answers (50 µs): the first holds are in vain, then B mostly stops.
+  x.rb.reply_after_ns = 50'000;
+  const uint64_t holds0 = x.b.flush_requests;
+  x.exchange(f, 64);
+  g = x.rb.accepted[0];
+  const uint64_t slow_holds = x.b.flush_requests - holds0;
+  CHECK(slow_holds >= 4);
+  CHECK(slow_holds <= 4 + 64 / 16 + 1);
+  // The last request's ACK left without the wait (5 µs after it left A, plus
+  // B's 2 µs burst delay).
+  auto reqs = x.tab.of(net_flag::data);
+  auto acks = x.tba.of(net_flag::ack);
+  REQUIRE(!acks.empty());
+  CHECK(acks.back()->at_ns - reqs.back()->at_ns <= 5'000 + 2'000 + 500);
+  // Quick answers again (1 µs, within a turn): within 16 ACKs a hold is
+  // tried, it pays off, and from then on the answers carry the ACKs.
+  x.rb.reply_after_ns = 1'000;
+  const counts ba0 = count(x.tba);
+  const uint64_t carried0 = g->stats().tx_data_acks;
+  x.exchange(f, 64);
+  const counts ba = count(x.tba);
+  CHECK(ba.acks - ba0.acks <= 16);
+  CHECK(g->stats().tx_data_acks - carried0 >= 64 - 16);
 }

@@ -202,7 +202,9 @@ class flow {
   /// An ACK is due: at flush() (at_flush) or after ack_delay_us. `may_wait`:
   /// only for a delivered message, so it may wait a flush for a reply.
   void want_ack(bool at_flush, bool may_wait = false);
-  /// At flush(): hold the due ACK one more flush for DATA to carry it.
+  /// At flush(): hold the due ACK one more flush for DATA to carry it —
+  /// unless the last holds were in vain (then only now and then, to notice
+  /// when the owner answers quickly again).
   bool hold_ack() noexcept;
   void ack_sent() noexcept;
   bool rx_full() const noexcept { return _held_bytes >= _cfg.rx_buffer_bytes; }
@@ -273,6 +275,8 @@ class flow {
   bool _data_acks = false;      // both ends offered ACKs on DATA
   bool _ack_no_wait = false;    // the due ACK covers more than delivered messages
   bool _ack_held = false;       // the due ACK already waited one flush
+  uint8_t _hold_misses = 0;     // held ACKs in a row that no DATA carried
+  uint8_t _hold_skips = 0;      // counts ACKs not held while misses are many
   uint64_t _echo_ts = 0, _echo_arrival_ns = 0;
   machnet::timer _ack_timer;
 
