@@ -119,7 +119,7 @@ void flow::on_data(const header& h, std::span<const uint8_t> payload) {
   // carry it, also past ack_every_pkts (that push is for a long message's
   // sender, whose window waits on it).
   const bool may_wait = last && !filled && !_ooo_count;
-  if (_unacked >= _cfg.ack_every_pkts && !(may_wait && _data_acks && !_ack_no_wait)) {
+  if (_unacked >= _cfg.ack_every_pkts && !(may_wait && ack_may_wait() && !_ack_no_wait)) {
     send_ack();
     _ep._env.push_tx();
   } else if (filled || _ooo_count || last || _cfg.ack_delay_us == 0) {
@@ -215,7 +215,7 @@ void flow::want_ack(bool at_flush, bool may_wait) {
 
 bool flow::hold_ack() noexcept {
   if (_ack_held && _hold_misses < 255) ++_hold_misses;  // it waited in vain: alone now
-  if (!_data_acks || _ack_no_wait || _ack_held || rx_full() || _rcv_nxt == data_ackno) return false;
+  if (!ack_may_wait() || _ack_no_wait || _ack_held || rx_full() || _rcv_nxt == data_ackno) return false;
   // An owner that answers later than a shard turn (a sidecar app that
   // sleeps) would only get its ACKs late: after 4 misses in a row, hold one
   // ACK in 16.

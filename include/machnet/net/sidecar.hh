@@ -23,7 +23,14 @@ struct sidecar_config {
   std::string control_socket;   ///< Unix socket path (directories are created)
   unsigned socket_mode = 0660;  ///< permissions of the socket file
   shm::channel_params channel;  ///< channel sizes granted to apps
-  transport::transport_config transport;
+  /// The transport's settings. ACKs do not wait for replies here
+  /// (ack_waits_for_reply): an app answers after a wake-up, much later than a
+  /// shard turn, and the waits only delayed ACKs (p99.9 RTT up ~40 %, measured).
+  transport::transport_config transport = [] {
+    transport::transport_config c;
+    c.ack_waits_for_reply = false;
+    return c;
+  }();
   /// UDP checksums (automatic: off on a memif link, docs/net.md).
   checksum_policy udp_checksum = checksum_policy::automatic;
   /// Static ARP entries (ip, mac): skip resolution for known peers.

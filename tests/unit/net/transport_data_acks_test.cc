@@ -52,9 +52,11 @@ struct rpc_fixture {
   flow_tuple t_a{ip_a, ip_b, 10000, 5000};
 
   double init_cwnd = 16.0;
+  bool b_waits = true;  // B's ack_waits_for_reply
   flow* start(bool a_offers, bool b_offers) {
     transport_config ca, cb;
     ca.cc.init_cwnd = cb.cc.init_cwnd = init_cwnd;
+    cb.ack_waits_for_reply = b_waits;
     ca.isn_seed = 1;
     cb.isn_seed = 2;
     ca.data_acks = a_offers;
@@ -290,4 +292,24 @@ TEST_CASE("data acks: an owner that answers later than a turn stops making its A
   const counts ba = count(x.tba);
   CHECK(ba.acks - ba0.acks <= 16);
   CHECK(g->stats().tx_data_acks - carried0 >= 64 - 16);
+}
+
+TEST_CASE("data acks: with ack_waits_for_reply off (the sidecar) ACKs never wait, DATA still carries due ones",
+          "[flow][ack]") {
+  rpc_fixture x;
+  x.b_waits = false;
+  x.b.rx_batch_ns = 2'000;
+  flow* f = x.start(true, true);
+  flow* g = x.rb.accepted[0];
+  CHECK(g->data_acks());
+  CHECK_FALSE(g->ack_may_wait());
+  CHECK(f->ack_may_wait());
+  x.rb.reply_after_ns = 1'000;  // within B's turn: a wait would have paid off
+  const counts ba0 = count(x.tba);
+  x.exchange(f, 20);
+  const counts ba = count(x.tba);
+  CHECK(x.b.flush_requests == 0);  // B never held an ACK
+  CHECK(ba.acks - ba0.acks == 20);  // each request's ACK left at B's first flush
+  // A answers from on_message: its requests still carry B's answers' ACKs.
+  CHECK(count(x.tab).data_with_ack >= 19);
 }

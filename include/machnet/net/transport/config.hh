@@ -106,11 +106,15 @@ struct transport_config {
   /// long for more before being acknowledged (across bursts). 0: ACK at flush().
   uint64_t ack_delay_us = 0;
   /// ACKs on DATA: offered in the SYN / SYN-ACK; where the peer offers it too,
-  /// an ACK that is due rides on the next DATA packet of the flow, and an ACK
-  /// for a message just delivered waits one flush() (a turn of the shard) for
-  /// the owner's reply to carry it. A request/response round trip then takes
-  /// two packets instead of four. Off: DATA never carries an ACK.
+  /// an ACK that is due rides on the next DATA packet of the flow. Off: DATA
+  /// never carries an ACK.
   bool data_acks = true;
+  /// With data_acks: an ACK for a message just delivered waits one flush() (a
+  /// turn of the shard) for the owner's reply to carry it. A request/response
+  /// round trip then takes two packets instead of four. For owners that answer
+  /// within a turn (runtime apps); the sidecar's apps answer later, so its
+  /// ACKs do not wait (sidecar_config).
+  bool ack_waits_for_reply = true;
 
   // --- Buffers / flow control ---
   /// Completed messages the owner has not taken (on_message returned false)

@@ -105,6 +105,8 @@ class flow {
   uint64_t last_heard_ns() const noexcept { return _last_heard_ns; }
   /// Both ends offered ACKs on DATA (transport_config::data_acks).
   bool data_acks() const noexcept { return _data_acks; }
+  /// An ACK of a delivered message may wait for the reply (ack_waits_for_reply).
+  bool ack_may_wait() const noexcept { return _data_acks && _cfg.ack_waits_for_reply; }
 
   /// One line for logs: state, sequence numbers, window, RTT, timers and
   /// counters (flow traces and failure reports).
