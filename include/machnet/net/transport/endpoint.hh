@@ -76,7 +76,7 @@ class endpoint {
   void on_packet(const flow_tuple& t, std::span<const uint8_t> pkt);
   /// End of an RX burst: sends the ACKs the burst made pending (an ACK for a
   /// delivered message may wait one more flush for DATA to carry it:
-  /// transport_config::data_acks; transport_env::want_flush asks for it).
+  /// transport_config::ack_waits_for_reply; transport_env::want_flush asks for it).
   void flush();
 
   flow* find(const flow_tuple& t) noexcept;

@@ -63,7 +63,7 @@ class transport_env {
   virtual uint64_t rx_polled_ns() { return now_ns(); }
   /// Asks for endpoint::flush() once more soon (the next turn of the shard)
   /// even if no packet arrives: an ACK is waiting there for a reply to carry
-  /// it (transport_config::data_acks). Called from inside flush().
+  /// it (transport_config::ack_waits_for_reply). Called from inside flush().
   virtual void want_flush() = 0;
 };
 
