@@ -20,6 +20,7 @@ struct conn_state {
   net::transport::flow* f = nullptr;  // null once the flow ended
   unsigned shard = 0;
   net::flow_tuple tuple;
+  net::transport::flow_stats last_stats;  // the flow's counters when it ended
   std::deque<message> rx;
   std::size_t rx_bytes = 0;
   bool established = false;
@@ -71,6 +72,7 @@ class shard_stack final : public net::transport::transport_owner {
   ~shard_stack() override {
     for (auto& [t, c] : _conns) {
       if (c->f) {
+        c->last_stats = c->f->stats();
         c->f->set_context(nullptr);
         c->f->abort();
         c->f = nullptr;
@@ -109,6 +111,7 @@ class shard_stack final : public net::transport::transport_owner {
 
   void forget(conn_state& c) {
     if (c.f) {
+      c.last_stats = c.f->stats();
       c.f->set_context(nullptr);
       c.f = nullptr;
     }
@@ -120,6 +123,7 @@ class shard_stack final : public net::transport::transport_owner {
 
   void end(conn_state& c, int err) {
     if (!c.error) c.error = err;
+    if (c.f) c.last_stats = c.f->stats();
     c.f = nullptr;
     c.rx_cv.notify_all();
     c.tx_cv.notify_all();
@@ -248,6 +252,11 @@ void connection::close() {
 
 net::flow_tuple connection::tuple() const { return _s ? _s->tuple : net::flow_tuple{}; }
 unsigned connection::shard() const { return _s ? _s->shard : 0; }
+
+net::transport::flow_stats connection::stats() const {
+  if (!_s) return {};
+  return _s->f ? _s->f->stats() : _s->last_stats;
+}
 
 task<void> connection::send(message m) {
   auto s = _s;

@@ -26,6 +26,7 @@
 #include "machnet/net/port.hh"
 #include "machnet/net/transport/config.hh"
 #include "machnet/net/transport/message.hh"
+#include "machnet/net/transport/stats.hh"
 #include "machnet/net/types.hh"
 #include "machnet/runtime/task.hh"
 
@@ -87,6 +88,9 @@ class connection {
   bool valid() const noexcept { return bool(_s); }
   net::flow_tuple tuple() const;
   unsigned shard() const;
+  /// The flow's counters (packets, ACKs, retransmissions; docs/protocol.md),
+  /// as of its end once it ended.
+  net::transport::flow_stats stats() const;
 
  private:
   std::shared_ptr<detail::conn_state> _s;
