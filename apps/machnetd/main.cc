@@ -87,6 +87,8 @@ int main(int argc, char** argv) {
      "static ARP entry IP=MAC (repeatable); others are resolved with ARP")
     ("udp-checksum", po::value<std::string>()->default_value("automatic"),
      "automatic (off on a memif link: shared memory cannot damage a frame) | on | off")
+    ("data-acks", po::value<std::string>()->default_value("on"),
+     "on | off: offer ACKs on DATA to peers (docs/protocol.md; used only where the peer offers too)")
     ("loss", po::value<double>()->default_value(0), "inject RX loss (probability; tests)");
   app.stop_in_main();
   return app.run(int(av.size() - 1), av.data(), [&](const po::variables_map& vm) -> task<int> {
@@ -131,6 +133,10 @@ int main(int argc, char** argv) {
     } catch (const std::invalid_argument& e) {
       throw std::invalid_argument(std::string("--udp-checksum: ") + e.what());
     }
+    const std::string data_acks = vm["data-acks"].as<std::string>();
+    if (data_acks != "on" && data_acks != "off")
+      throw std::invalid_argument("--data-acks: '" + data_acks + "' is not on or off");
+    cfg.transport.data_acks = data_acks == "on";
     sidecar sc(cfg);
     co_await sc.run();
     co_return 0;
