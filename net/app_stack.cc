@@ -27,6 +27,14 @@ struct conn_state {
   bool held = false;  // the transport holds messages we refused
   int error = 0;      // errno once ended
   condition rx_cv, tx_cv, up_cv;
+
+  /// The flow is no longer ours: keep its last counters, forget it.
+  void drop_flow() noexcept {
+    if (!f) return;
+    last_stats = f->stats();
+    f->set_context(nullptr);
+    f = nullptr;
+  }
 };
 
 struct listener_state {
@@ -71,11 +79,9 @@ class shard_stack final : public net::transport::transport_owner {
   }
   ~shard_stack() override {
     for (auto& [t, c] : _conns) {
-      if (c->f) {
-        c->last_stats = c->f->stats();
-        c->f->set_context(nullptr);
-        c->f->abort();
-        c->f = nullptr;
+      if (auto* f = c->f) {
+        c->drop_flow();
+        f->abort();
       }
       end(*c, ECONNABORTED);
     }
@@ -110,11 +116,7 @@ class shard_stack final : public net::transport::transport_owner {
   }
 
   void forget(conn_state& c) {
-    if (c.f) {
-      c.last_stats = c.f->stats();
-      c.f->set_context(nullptr);
-      c.f = nullptr;
-    }
+    c.drop_flow();
     _conns.erase(c.tuple);
   }
 
@@ -123,8 +125,7 @@ class shard_stack final : public net::transport::transport_owner {
 
   void end(conn_state& c, int err) {
     if (!c.error) c.error = err;
-    if (c.f) c.last_stats = c.f->stats();
-    c.f = nullptr;
+    c.drop_flow();
     c.rx_cv.notify_all();
     c.tx_cv.notify_all();
     c.up_cv.notify_all();

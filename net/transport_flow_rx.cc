@@ -238,13 +238,13 @@ void flow::send_ack() {
   _full_signalled = rx_full();
   h.msg_flags = _full_signalled ? msg_flag::ack_rx_full : 0;
   h.seqno = _snd_nxt;
-  h.timestamp1 = fill_ack(h);
+  h.timestamp1 = fill_ack(h, now_ns());
   ack_sent();
   ++_stats.tx_acks;
   if (!_ep.emit(_tuple, h, nullptr, 0)) ++_stats.tx_alloc_failed;
 }
 
-uint64_t flow::fill_ack(header& h) {
+uint64_t flow::fill_ack(header& h, uint64_t now) {
   h.ackno = _rcv_nxt;
   if (_ooo_count) {
     // Rotate the slot bitmap so that bit i is slot (rcv_nxt + i) of the
@@ -258,7 +258,7 @@ uint64_t flow::fill_ack(header& h) {
     h.sack.clear(0);
     h.sack_count = uint16_t(h.sack.count());
   }
-  return _echo_ts ? _echo_ts + (now_ns() - _echo_arrival_ns) : 0;
+  return _echo_ts ? _echo_ts + (now - _echo_arrival_ns) : 0;
 }
 
 void flow::release_rx_buffers() noexcept {

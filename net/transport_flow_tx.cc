@@ -103,7 +103,7 @@ bool flow::emit_segment(seq_t s, uint64_t now, bool resend) {
   h.timestamp1 = now;
   if ((_ack_pending || resend) && _data_acks && !rx_full() && _rcv_nxt != data_ackno) {
     // The due ACK rides along (ACKs on DATA, docs/protocol.md).
-    h.timestamp1 = data_ack_stamps(now, fill_ack(h));
+    h.timestamp1 = data_ack_stamps(now, fill_ack(h, now));
     if (_ack_held) _hold_misses = 0;  // the wait paid off
     _full_signalled = false;
     ack_sent();

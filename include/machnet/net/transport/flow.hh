@@ -186,8 +186,9 @@ class flow {
   void deliver(message&& m);
   void deliver_held();
   void send_ack();
-  /// Puts the ACK that is due (ackno, SACK, echo) into `h`; returns the echo.
-  uint64_t fill_ack(header& h);
+  /// Puts the ACK that is due (ackno, SACK) into `h`; returns the echo at
+  /// time `now`.
+  uint64_t fill_ack(header& h, uint64_t now);
   /// An ACK is due: at flush() (at_flush) or after ack_delay_us. `may_wait`:
   /// only for a delivered message, so it may wait a flush for a reply.
   void want_ack(bool at_flush, bool may_wait = false);

@@ -338,10 +338,15 @@ class world {
     }
     ++p.via->_s.delivered;
     h._rxq.push_back(pi);
-    if (!h._poll_scheduled) {
-      h._poll_scheduled = true;
-      push({std::max(_now + h.rx_batch_ns, h._rx_paused_until), 0, ev_poll, h.index, 0});
-    }
+    schedule_poll(h);
+  }
+
+  // The host's next poll (RX burst, then flush): rx_batch_ns from now, or
+  // when it is no longer busy.
+  void schedule_poll(host& h) {
+    if (h._poll_scheduled) return;
+    h._poll_scheduled = true;
+    push({std::max(_now + h.rx_batch_ns, h._rx_paused_until), 0, ev_poll, h.index, 0});
   }
 
   void poll(host& h) {
@@ -426,9 +431,7 @@ inline uint64_t host::rx_polled_ns() { return _rxq.empty() ? _w._now : _last_pol
 
 inline void host::want_flush() {
   ++flush_requests;
-  if (_poll_scheduled) return;
-  _poll_scheduled = true;
-  _w.push({std::max(_w._now + rx_batch_ns, _rx_paused_until), 0, world::ev_poll, index, 0});
+  _w.schedule_poll(*this);
 }
 
 inline uint8_t* host::alloc_tx(const flow_tuple& t, std::size_t len, tx_handle& h) {
